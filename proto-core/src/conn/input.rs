@@ -1,0 +1,201 @@
+//! Input from the transport: buffering, frame decoding, and dispatch to the subsystems.
+
+use super::{Connection, Phase};
+use crate::budget::BudgetKind;
+use crate::codec::{DecodeLimits, Frame, decode_frame};
+use crate::error::{ConnectionError, ProtocolViolation};
+use crate::event::Event;
+use crate::time::Timestamp;
+
+impl Connection {
+    /// Feeds bytes received from the transport and processes every complete frame.
+    ///
+    /// Returns how many bytes were taken, at most [`input_capacity`](Self::input_capacity);
+    /// the driver keeps the rest and offers them again after draining the outputs. After
+    /// the connection closed, input is ignored (and reported as taken).
+    pub fn handle_input(&mut self, now: Timestamp, data: &[u8]) -> usize {
+        if self.phase == Phase::Closed {
+            return data.len();
+        }
+        let take = self.input_capacity().min(data.len());
+        if take == 0 {
+            return 0;
+        }
+        self.input
+            .extend_from_slice(data.get(..take).unwrap_or_default());
+        self.stats.bytes_in = self.stats.bytes_in.saturating_add(take as u64);
+        self.last_received = now;
+        self.process_input(now);
+        if self.input.is_empty() {
+            // Give the allocation back: an idle connection should cost a few hundred bytes,
+            // not a whole input buffer.
+            self.input = bytes::BytesMut::new();
+        }
+        self.after_activity(now);
+        take
+    }
+
+    /// The transport reached end of input (the peer closed its side, or the read failed).
+    pub fn handle_eof(&mut self, now: Timestamp) {
+        if self.phase == Phase::Closed {
+            self.finished = true;
+            return;
+        }
+        let error = if let Some(goaway) = &self.goaway_received {
+            ConnectionError::PeerClosed {
+                code: goaway.code,
+                reason: goaway.reason.clone(),
+            }
+        } else if let Some(code) = self.goaway_sent {
+            ConnectionError::LocallyClosed {
+                code,
+                reason: alloc::string::String::new(),
+            }
+        } else {
+            ConnectionError::TransportClosed
+        };
+        self.terminate(now, error, false);
+        self.finished = true;
+    }
+
+    fn process_input(&mut self, now: Timestamp) {
+        while self.phase != Phase::Closed && !self.input.is_empty() {
+            let progressed = match self.phase {
+                Phase::AwaitClientPreface => self.on_client_preface_bytes(now),
+                Phase::AwaitServerPreface => self.on_server_preface_bytes(now),
+                _ => self.decode_one(now),
+            };
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_frame_size: self.config.settings.max_frame_size,
+            max_handshake_size: self.config.max_handshake_size,
+        }
+    }
+
+    /// Decodes and handles one frame; false when more bytes are needed or the connection
+    /// failed.
+    fn decode_one(&mut self, now: Timestamp) -> bool {
+        let limits = self.decode_limits();
+        match decode_frame(&mut self.input, limits) {
+            Ok(Some(frame)) => {
+                self.stats.frames_in = self.stats.frames_in.saturating_add(1);
+                if let Err(violation) = self.on_frame(now, frame) {
+                    self.fail(now, violation);
+                    return false;
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.fail(now, ProtocolViolation::Decode(e));
+                false
+            }
+        }
+    }
+
+    fn on_frame(&mut self, now: Timestamp, frame: Frame) -> Result<(), ProtocolViolation> {
+        match self.phase {
+            Phase::AwaitHello => return self.on_hello_frame(now, frame),
+            Phase::AwaitWelcome => return self.on_welcome_frame(now, frame),
+            Phase::Deciding => {
+                return Err(ProtocolViolation::UnexpectedFrame {
+                    ty: frame.frame_type(),
+                    during: "before WELCOME",
+                });
+            }
+            Phase::Open => {}
+            Phase::AwaitClientPreface | Phase::AwaitServerPreface | Phase::Closed => return Ok(()),
+        }
+        // Frames handled by the connection itself first; the rest go to a subsystem.
+        let frame = match frame {
+            Frame::Hello(_) | Frame::Welcome(_) | Frame::Refuse { .. } => {
+                return Err(ProtocolViolation::UnexpectedFrame {
+                    ty: frame.frame_type(),
+                    during: "after the handshake",
+                });
+            }
+            Frame::Ping { ack: false, opaque } => {
+                self.budgets
+                    .spend(now, BudgetKind::Pings)
+                    .map_err(ProtocolViolation::Budget)?;
+                self.pending_pong = Some(opaque);
+                return Ok(());
+            }
+            Frame::Ping { ack: true, opaque } => return self.on_ping_ack(now, opaque),
+            Frame::GoAway(goaway) => {
+                self.on_goaway(now, goaway);
+                return Ok(());
+            }
+            Frame::Register { remove, entries } => return self.on_register(now, remove, entries),
+            other => other,
+        };
+        let mut cx = context!(self, now);
+        let streams = &mut self.streams;
+        let exchanges = &mut self.exchanges;
+        match frame {
+            Frame::MaxStreams { max } => streams.on_max_streams(max, &mut cx),
+            Frame::Window { stream, increment } => streams.on_window(stream, increment, &mut cx),
+            Frame::MessageWindow { increment } => exchanges.on_message_window(increment, &mut cx),
+            Frame::Open {
+                id,
+                address,
+                metadata,
+            } => streams.on_open(id, address, metadata, &mut cx),
+            Frame::Accept { id, metadata } => streams.on_accept(id, metadata, &mut cx),
+            Frame::Data { id, fin, payload } => streams.on_data(id, fin, payload, &mut cx),
+            Frame::Reset { id, code, reason } => streams.on_reset(id, code, reason, &mut cx),
+            Frame::Stop { id, code } => streams.on_stop(id, code, &mut cx),
+            Frame::Request {
+                id,
+                more,
+                head,
+                body,
+            } => exchanges.on_request(id, more, head, body, &mut cx),
+            Frame::Response {
+                id,
+                more,
+                head,
+                body,
+            } => exchanges.on_response(id, more, head, body, &mut cx),
+            Frame::Cancel { id } => exchanges.on_cancel(id, &mut cx),
+            Frame::Message {
+                id,
+                more,
+                head,
+                body,
+            } => exchanges.on_message(id, more, head, body, &mut cx),
+            Frame::Ack { id, code, text } => exchanges.on_ack(id, code, text, &mut cx),
+            Frame::MessageCancel { id } => exchanges.on_message_cancel(id, &mut cx),
+            Frame::Hello(_)
+            | Frame::Welcome(_)
+            | Frame::Refuse { .. }
+            | Frame::Ping { .. }
+            | Frame::GoAway(_)
+            | Frame::Register { .. } => Ok(()),
+        }
+    }
+
+    fn on_ping_ack(&mut self, now: Timestamp, opaque: u64) -> Result<(), ProtocolViolation> {
+        match self.probe {
+            Some(probe) if probe.opaque == opaque => {
+                let rtt = now.saturating_duration_since(probe.sent_at);
+                self.rtt = Some(rtt);
+                self.probe = None;
+                if probe.user {
+                    self.fx.emit(Event::PingAcked { rtt });
+                }
+                Ok(())
+            }
+            _ => self
+                .budgets
+                .spend(now, BudgetKind::WastedFrames)
+                .map_err(ProtocolViolation::Budget),
+        }
+    }
+}
