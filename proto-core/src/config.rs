@@ -212,9 +212,13 @@ pub struct Config {
     pub max_metadata_size: u32,
     /// Largest auth token accepted. Default 4 KiB.
     pub max_token_size: u32,
-    /// The handshake must complete within this time from the connection's start. On a server
-    /// this includes the application's accept/reject decision. Default 10 s.
+    /// Server: the preface, HELLO and the application's accept/reject decision must all
+    /// happen within this time from the connection's start. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Client: how long to wait for WELCOME or REFUSE after connecting. Longer than the
+    /// server's `handshake_timeout`, so a server that refuses a late handshake can still
+    /// tell the client why. Default 15 s.
+    pub welcome_timeout: Duration,
     /// Send a PING after this long without receiving anything; zero disables keepalive.
     /// Default 15 s.
     pub keepalive_interval: Duration,
@@ -257,6 +261,7 @@ impl Default for Config {
             max_metadata_size: 16 * 1024,
             max_token_size: 4 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            welcome_timeout: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(15),
             keepalive_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),

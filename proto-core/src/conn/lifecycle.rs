@@ -50,10 +50,7 @@ impl Connection {
             return self.linger_deadline.map(|t| (t, TimerKind::CloseLinger));
         }
         if self.phase != Phase::Open {
-            let at = self
-                .created_at
-                .saturating_add(self.config.handshake_timeout);
-            return Some((at, TimerKind::Handshake));
+            return Some((self.handshake_deadline(), TimerKind::Handshake));
         }
         let mut next: Option<(Timestamp, TimerKind)> = None;
         let mut consider = |at: Timestamp, kind: TimerKind| {
@@ -99,11 +96,7 @@ impl Connection {
             return;
         }
         if self.phase != Phase::Open {
-            if now
-                >= self
-                    .created_at
-                    .saturating_add(self.config.handshake_timeout)
-            {
+            if now >= self.handshake_deadline() {
                 self.on_handshake_timeout(now);
             }
             return;
@@ -141,6 +134,15 @@ impl Connection {
             return;
         }
         self.after_activity(now);
+    }
+
+    fn handshake_deadline(&self) -> Timestamp {
+        let limit = if self.side.is_client() {
+            self.config.welcome_timeout
+        } else {
+            self.config.handshake_timeout
+        };
+        self.created_at.saturating_add(limit)
     }
 
     fn on_handshake_timeout(&mut self, now: Timestamp) {
