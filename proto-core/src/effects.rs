@@ -36,15 +36,23 @@ pub(crate) struct Effects {
     pub(crate) conn_window_queued: bool,
     pub(crate) message_window_queued: bool,
     pub(crate) max_streams_queued: bool,
+    /// The connection ended: nothing new may be queued for sending.
+    sealed: bool,
 }
 
 impl Effects {
     pub(crate) fn push_frame(&mut self, frame: Frame) {
+        if self.sealed {
+            return;
+        }
         self.control_bytes = self.control_bytes.saturating_add(frame.encoded_len());
         self.control.push_back(Control::Frame(frame));
     }
 
     pub(crate) fn push_credit(&mut self, control: Control) {
+        if self.sealed {
+            return;
+        }
         let flag = match control {
             Control::ConnectionWindow => Some(&mut self.conn_window_queued),
             Control::MessageWindow => Some(&mut self.message_window_queued),
@@ -92,6 +100,11 @@ impl Effects {
         self.conn_window_queued = false;
         self.message_window_queued = false;
         self.max_streams_queued = false;
+    }
+
+    /// After the connection ended: what is queued may still go out, nothing new is added.
+    pub(crate) fn seal(&mut self) {
+        self.sealed = true;
     }
 
     pub(crate) fn emit(&mut self, event: Event) {

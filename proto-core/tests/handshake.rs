@@ -286,8 +286,9 @@ fn a_client_cannot_register_more_than_the_server_accepts() {
 #[test]
 fn a_client_gives_up_on_a_silent_server() {
     let mut pair = manual(ClientInfo::new(Role::Edge));
-    // The server never answers at all (the transport swallows everything).
+    // A black hole: nothing reaches the server, nothing (not even EOF) comes back.
     pair.server.stalled = true;
+    pair.client.stalled = true;
     pair.run_for(Duration::from_secs(14));
     assert!(!pair.client.conn.is_closed());
     pair.run_for(Duration::from_secs(2));
@@ -296,4 +297,35 @@ fn a_client_gives_up_on_a_silent_server() {
         Some(ConnectionError::TimedOut(TimeoutKind::Handshake))
     );
     assert!(pair.client.conn.is_finished());
+}
+
+#[test]
+fn a_client_closing_mid_handshake_just_drops_the_transport() {
+    let mut pair = manual(ClientInfo::new(Role::Edge));
+    pair.drive();
+    let now = pair.now;
+    pair.client
+        .conn
+        .close(now, ErrorCode::CANCELLED, "user quit");
+    pair.drive();
+    assert!(pair.client.conn.is_finished());
+    assert_eq!(lost(&pair.server), Some(ConnectionError::TransportClosed));
+}
+
+#[test]
+fn a_server_closing_while_deciding_refuses() {
+    let mut pair = manual(ClientInfo::new(Role::Edge));
+    pair.drive();
+    let now = pair.now;
+    pair.server
+        .conn
+        .close(now, ErrorCode::GOING_AWAY, "shutting down");
+    pair.drive();
+    assert_eq!(
+        lost(&pair.client),
+        Some(ConnectionError::Refused {
+            code: ErrorCode::GOING_AWAY,
+            reason: "shutting down".into()
+        })
+    );
 }

@@ -368,3 +368,47 @@ fn poll_timeout_names_its_timer_and_never_busy_loops() {
     }
     assert!(pair.client.conn.is_connected());
 }
+
+#[test]
+fn bytes_received_before_the_end_stay_readable() {
+    let mut pair = Pair::connected();
+    let finished = pair.server.conn.open_stream(OpenStream::default()).unwrap();
+    let cut = pair.server.conn.open_stream(OpenStream::default()).unwrap();
+    pair.server
+        .conn
+        .stream(finished)
+        .unwrap()
+        .write(b"complete")
+        .unwrap();
+    pair.server.conn.stream(finished).unwrap().finish().unwrap();
+    pair.server
+        .conn
+        .stream(cut)
+        .unwrap()
+        .write(b"partial")
+        .unwrap();
+    pair.drive();
+    accept_all(&mut pair.client);
+    // The transport dies before the client application read anything.
+    let now = pair.now;
+    pair.client.conn.handle_eof(now);
+    assert_eq!(
+        pair.client.conn.error(),
+        Some(&ConnectionError::TransportClosed)
+    );
+    let mut s = pair.client.conn.stream(finished).unwrap();
+    assert_eq!(&s.read(100).unwrap().unwrap()[..], b"complete");
+    assert_eq!(s.read(100).unwrap(), None);
+    let mut s = pair.client.conn.stream(cut).unwrap();
+    assert_eq!(&s.read(100).unwrap().unwrap()[..], b"partial");
+    assert_eq!(
+        s.read(100),
+        Err(ReadError::Closed),
+        "no FIN came: the stream was cut"
+    );
+    assert_eq!(s.write(b"x"), Err(WriteError::Closed));
+    assert_eq!(
+        pair.client.conn.stream(finished).err(),
+        Some(StreamError::Closed)
+    );
+}

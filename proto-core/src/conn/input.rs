@@ -104,6 +104,16 @@ impl Connection {
             Phase::AwaitHello => return self.on_hello_frame(now, frame),
             Phase::AwaitWelcome => return self.on_welcome_frame(now, frame),
             Phase::Deciding => {
+                // A client that detected a problem may say so with GOAWAY before WELCOME;
+                // anything else has to wait for our decision.
+                if let Frame::GoAway(goaway) = frame {
+                    let error = ConnectionError::PeerClosed {
+                        code: goaway.code,
+                        reason: goaway.reason,
+                    };
+                    self.terminate(now, error, false);
+                    return Ok(());
+                }
                 return Err(ProtocolViolation::UnexpectedFrame {
                     ty: frame.frame_type(),
                     during: "before WELCOME",

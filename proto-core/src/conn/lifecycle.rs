@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::error::{ApiMisuse, ConnectionError, ProtocolViolation, TimeoutKind};
 use crate::event::Event;
 use crate::exchange::{DeadlineKey, Exchanges};
-use crate::streams::StreamsState;
 use crate::time::Timestamp;
 
 /// Why [`Connection::poll_timeout`] chose its deadline: a wake-up that changes nothing is
@@ -246,11 +245,16 @@ impl Connection {
             code,
             reason: String::from(reason),
         };
-        if self.phase == Phase::AwaitClientPreface {
-            // The peer may not even speak Tether: send nothing.
-            self.terminate(now, error, false);
-        } else {
-            self.close_with_goaway(now, code, String::from(reason), error);
+        match self.phase {
+            // The peer may not even speak Tether, or (as a server) expects only WELCOME or
+            // REFUSE: no GOAWAY; a client just drops the transport.
+            Phase::AwaitClientPreface | Phase::AwaitServerPreface | Phase::AwaitWelcome => {
+                self.terminate(now, error, false);
+            }
+            Phase::Deciding => self.refuse(now, code, String::from(reason)),
+            Phase::AwaitHello | Phase::Open | Phase::Closed => {
+                self.close_with_goaway(now, code, String::from(reason), error);
+            }
         }
     }
 
@@ -323,7 +327,11 @@ impl Connection {
             self.raw_out.clear();
             self.pending_pong = None;
         }
-        self.streams = StreamsState::new(self.side, &self.config);
+        self.fx.seal();
+        // Bytes and FINs already received stay readable, as a socket's buffered bytes do
+        // after its peer closed: the peer counts them as delivered. Everything else that
+        // needed the peer is gone.
+        self.streams.keep_only_readable();
         self.exchanges = Exchanges::new(&self.config);
         self.input = bytes::BytesMut::new();
         self.probe = None;

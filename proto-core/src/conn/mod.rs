@@ -373,12 +373,16 @@ impl Connection {
     }
 
     /// A handle for reading, writing and closing one stream.
+    ///
+    /// After the connection ended, streams with received bytes or an unread FIN can still
+    /// be read to their end; every other command fails with `Closed`.
     pub fn stream(&mut self, id: StreamId) -> Result<Stream<'_>, StreamError> {
-        if self.phase == Phase::Closed {
-            return Err(StreamError::Closed);
-        }
         if !self.streams.map.contains_key(&id) {
-            return Err(StreamError::Unknown(id));
+            return Err(if self.phase == Phase::Closed {
+                StreamError::Closed
+            } else {
+                StreamError::Unknown(id)
+            });
         }
         Ok(Stream { conn: self, id })
     }

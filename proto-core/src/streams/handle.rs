@@ -90,10 +90,11 @@ impl Stream<'_> {
     /// peer.
     pub fn read(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
         let conn = &mut *self.conn;
-        if conn.is_closed() {
-            return Err(ReadError::Closed);
+        match conn.streams.read(self.id, max, &mut conn.fx) {
+            // Nothing more will arrive on a closed connection.
+            Err(ReadError::Blocked) if conn.is_closed() => Err(ReadError::Closed),
+            other => other,
         }
-        conn.streams.read(self.id, max, &mut conn.fx)
     }
 
     /// Copies buffered bytes into `buf`. `Ok(None)` is the end of the stream.

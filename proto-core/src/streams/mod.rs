@@ -682,6 +682,22 @@ impl StreamsState {
         Ok(())
     }
 
+    /// The connection ended: forget every stream except those with received bytes or an
+    /// unread FIN, and make those read-only.
+    pub(crate) fn keep_only_readable(&mut self) {
+        self.map
+            .retain(|_, s| !s.recv_buf.is_empty() || s.recv == RecvState::FinReceived);
+        for stream in self.map.values_mut() {
+            stream.send = SendState::ResetSent;
+            stream.send_buf.clear();
+            stream.send_buffered = 0;
+            stream.open_info = None;
+        }
+        self.ready.clear();
+        self.incoming.clear();
+        self.pending_accept = 0;
+    }
+
     /// The highest stream id the peer opened.
     pub(crate) fn last_remote_id(&self) -> u64 {
         self.last_remote_id

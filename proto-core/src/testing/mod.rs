@@ -77,6 +77,8 @@ pub struct End {
     out: TransmitBuf,
     /// The transport towards this end is stalled: nothing is delivered to it.
     pub stalled: bool,
+    /// The peer's driver closed the transport and this end was told (EOF).
+    pub eof_delivered: bool,
 }
 
 impl End {
@@ -86,6 +88,7 @@ impl End {
             events: Vec::new(),
             out: TransmitBuf::new(),
             stalled: false,
+            eof_delivered: false,
         }
     }
 
@@ -202,6 +205,10 @@ impl Pair {
             self.chunking,
             &mut self.rng,
         );
+        // A finished side's driver closes the transport: once its last bytes arrived, the
+        // other side reads end of input.
+        progress |= close_transport(&self.client.conn, &self.c2s, &mut self.server, now);
+        progress |= close_transport(&self.server.conn, &self.s2c, &mut self.client, now);
         progress |= collect(&mut self.client, now, None);
         progress |= collect(&mut self.server, now, self.auto_accept.as_ref());
         progress
@@ -311,6 +318,15 @@ fn deliver(
         }
     }
     progress
+}
+
+fn close_transport(from: &Connection, pipe: &VecDeque<u8>, to: &mut End, now: Timestamp) -> bool {
+    if !from.is_finished() || !pipe.is_empty() || to.stalled || to.eof_delivered {
+        return false;
+    }
+    to.eof_delivered = true;
+    to.conn.handle_eof(now);
+    true
 }
 
 fn collect(end: &mut End, now: Timestamp, auto_accept: Option<&HandshakeAccept>) -> bool {
