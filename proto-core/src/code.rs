@@ -101,7 +101,8 @@ codes! {
     INCOMPATIBLE = 0x0048, "incompatible protocol version";
     /// Graceful shutdown did not finish before its deadline.
     DRAIN_TIMEOUT = 0x0049, "drain timeout";
-    /// The peer stopped reading: our output made no progress for the write-stall timeout.
+    /// A driver closed the connection because its writes made no progress for too long: the
+    /// peer stopped reading. (The core has no view of the transport; drivers send this.)
     WRITE_STALL = 0x004A, "write stalled";
 }
 
@@ -112,7 +113,8 @@ impl ErrorCode {
     }
 
     /// True when a retry of the same operation cannot have been executed twice: the receiver
-    /// definitely did not process it (busy, refused, not online, not found, going away).
+    /// definitely did not process it (edge or service not online, method, topic or target
+    /// not found, busy, refused, too large, unauthorized, going away, version mismatch).
     pub fn is_definitely_not_processed(self) -> bool {
         matches!(
             self,

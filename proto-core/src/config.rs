@@ -121,6 +121,9 @@ impl Settings {
                 return Err(SettingsError::Window { name, value });
             }
         }
+        if u64::from(self.message_window) < crate::exchange::HEAD_CREDIT {
+            return Err(SettingsError::MessageWindow(self.message_window));
+        }
         Ok(())
     }
 }
@@ -137,6 +140,9 @@ pub enum SettingsError {
     /// `max_frame_size` outside 16 KiB ..= 16 MiB − 1.
     #[error("max_frame_size {0} is outside 16384..=16777215")]
     FrameSize(u32),
+    /// A message window too small for even an empty request or message.
+    #[error("message_window {0} is below the 256 bytes every request or message head costs")]
+    MessageWindow(u32),
     /// A window larger than 2^31 − 1.
     #[error("{name} {value} exceeds the maximum window 2^31-1")]
     Window {
@@ -161,8 +167,8 @@ pub struct Budgets {
     /// Streams the peer may reset before we accepted them, plus requests and messages it may
     /// cancel before we took them, per window (rapid reset).
     pub peer_resets: u32,
-    /// Streams we may reset, and busy replies we may send, because of the peer's errors per
-    /// window.
+    /// Streams we may refuse per window because the peer opened more than
+    /// `max_pending_accept` without waiting for us.
     pub local_resets: u32,
     /// Frames that carry nothing (DATA without bytes or FIN) per window.
     pub empty_frames: u32,
@@ -200,8 +206,10 @@ impl Default for Budgets {
 pub struct Config {
     /// What we advertise and enforce on input.
     pub settings: Settings,
-    /// Largest a stream's receive window may grow to by auto-tuning. Equal to
-    /// `settings.initial_stream_window` disables auto-tuning. Default 16 MiB.
+    /// Largest a stream's receive window may grow to by auto-tuning (growth summed over all
+    /// streams is also capped at half the connection window, so one stalled reader cannot
+    /// take all of it). Equal to
+    /// `settings.initial_stream_window` disables auto-tuning. Default 4 MiB.
     pub max_stream_window: u32,
     /// Peer-opened streams that may wait for `accept`; more are refused with `REFUSED`.
     /// Default 128.
@@ -227,9 +235,7 @@ pub struct Config {
     /// Graceful shutdown closes the connection at this deadline even if work remains.
     /// Default 30 s.
     pub drain_timeout: Duration,
-    /// Close when output is pending but the driver took none of it for this long (the peer
-    /// stopped reading). Zero disables. Default 30 s.
-    pub write_stall_timeout: Duration,
+
     /// After a fatal error, give the driver this long to flush the final GOAWAY. Default 1 s.
     pub close_linger: Duration,
     /// Most bytes a stream buffers for sending (in addition to the peer's window limiting
@@ -255,7 +261,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             settings: Settings::DEFAULT,
-            max_stream_window: 16 * 1024 * 1024,
+            max_stream_window: 4 * 1024 * 1024,
             max_pending_accept: 128,
             max_handshake_size: MAX_HANDSHAKE_PAYLOAD,
             max_metadata_size: 16 * 1024,
@@ -265,7 +271,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(15),
             keepalive_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
-            write_stall_timeout: Duration::from_secs(30),
+
             close_linger: Duration::from_secs(1),
             stream_send_buffer: 1024 * 1024,
             exchange_send_buffer: 4 * 1024 * 1024,
@@ -283,6 +289,15 @@ pub enum ConfigError {
     /// An advertised setting outside the protocol's range.
     #[error("invalid setting: {0}")]
     Setting(#[from] SettingsError),
+    /// The client's HELLO would exceed the 64 KiB any server must accept (a token,
+    /// metadata or registration list that is too large).
+    #[error("the HELLO would be {len} bytes; the limit is {max}")]
+    HelloTooLarge {
+        /// Encoded payload length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A bound that must be larger than another one is not.
     #[error("{what} must be at least {min}, got {value}")]
     TooSmall {

@@ -189,8 +189,6 @@ pub enum TimeoutKind {
     Keepalive,
     /// Graceful shutdown did not finish in time.
     Drain,
-    /// Output made no progress: the peer stopped reading.
-    WriteStall,
 }
 
 impl TimeoutKind {
@@ -201,7 +199,6 @@ impl TimeoutKind {
             TimeoutKind::Idle => ErrorCode::IDLE_TIMEOUT,
             TimeoutKind::Keepalive => ErrorCode::KEEPALIVE_TIMEOUT,
             TimeoutKind::Drain => ErrorCode::DRAIN_TIMEOUT,
-            TimeoutKind::WriteStall => ErrorCode::WRITE_STALL,
         }
     }
 }
@@ -213,7 +210,6 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::Idle => "nothing was received for the idle timeout",
             TimeoutKind::Keepalive => "a keepalive ping went unanswered",
             TimeoutKind::Drain => "graceful shutdown did not finish before its deadline",
-            TimeoutKind::WriteStall => "the peer stopped reading (write stalled)",
         })
     }
 }
@@ -305,6 +301,14 @@ pub enum ApiMisuse {
     /// A name is longer than 255 bytes or otherwise unusable.
     #[error("invalid name: {0}")]
     InvalidName(&'static str),
+    /// A HELLO or WELCOME larger than the 64 KiB any peer must accept.
+    #[error("the handshake frame would be {len} bytes; the limit is {max}")]
+    HandshakeTooLarge {
+        /// Encoded payload length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Too many registrations for the peer's limit.
     #[error("the peer accepts at most {max} registrations")]
     TooManyRegistrations {

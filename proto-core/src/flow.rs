@@ -13,6 +13,13 @@ use core::time::Duration;
 use crate::codec::MAX_WINDOW;
 use crate::time::Timestamp;
 
+/// True for a grant small enough to be suspicious: under 1 KiB, or under a quarter of a
+/// window smaller than 4 KiB. A correct receiver grants at half its window, so only a
+/// peer trying to make us send tiny frames (data dribble) grants less.
+pub(crate) fn is_tiny_grant(increment: u32, window: u32) -> bool {
+    increment < 1024u32.min(window / 4)
+}
+
 /// A credit grant that would exceed [`MAX_WINDOW`] of available credit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CreditOverflow;
@@ -52,6 +59,12 @@ impl SendCredit {
         self.sent = self.sent.saturating_add(n).min(self.limit);
     }
 
+    /// Gives back credit consumed for bytes that will never be sent (an item reserved in
+    /// full and abandoned part-way): the receiver only ever counts bytes it received.
+    pub(crate) fn refund(&mut self, n: u64) {
+        self.sent = self.sent.saturating_sub(n);
+    }
+
     /// Applies a peer's grant.
     pub(crate) fn grant(&mut self, increment: u32) -> Result<(), CreditOverflow> {
         let limit = self
@@ -79,6 +92,10 @@ pub(crate) struct RecvWindow {
     consumed: u64,
     /// When the last update was sent (for auto-tuning).
     last_update: Option<Timestamp>,
+    /// Grant at once whenever the peer's remaining credit falls below this, even under the
+    /// half-window threshold: a sender that must reserve a whole message before starting it
+    /// would otherwise wait forever for the rest of the window.
+    min_available: u64,
 }
 
 impl RecvWindow {
@@ -89,6 +106,16 @@ impl RecvWindow {
             received: 0,
             consumed: 0,
             last_update: None,
+            min_available: 0,
+        }
+    }
+
+    /// A window that re-grants whenever the peer holds less than `min_available` credit
+    /// (the message window: the peer needs room for its largest message to start one).
+    pub(crate) fn with_min_available(window: u32, min_available: u64) -> Self {
+        RecvWindow {
+            min_available,
+            ..RecvWindow::new(window)
         }
     }
 
@@ -125,7 +152,10 @@ impl RecvWindow {
     /// True once at least half the window has been consumed without being re-granted: the
     /// h2 threshold, which batches updates without letting the sender run dry.
     pub(crate) fn wants_update(&self) -> bool {
-        self.pending_credit() >= u64::from(self.window / 2).max(1)
+        let pending = self.pending_credit();
+        let peer_available = self.limit.saturating_sub(self.received);
+        pending >= u64::from(self.window / 2).max(1)
+            || (pending > 0 && peer_available < self.min_available)
     }
 
     /// The current window size.
@@ -219,6 +249,24 @@ mod tests {
         assert!(!w.wants_update());
         w.on_receive(50).unwrap();
         assert!(w.on_receive(1).is_err());
+    }
+
+    #[test]
+    fn a_message_window_regrants_when_the_peer_cannot_start_its_largest_message() {
+        // Window just above one 1000-byte message: half-window batching alone would leave
+        // the sender short of a whole message for good.
+        let mut w = RecvWindow::with_min_available(1100, 1000);
+        w.on_receive(300).unwrap();
+        w.on_consume(300);
+        assert!(
+            w.wants_update(),
+            "the peer has 800 left, less than one message"
+        );
+        assert_eq!(w.take_update(Timestamp::ZERO), Some(300));
+        let mut plain = RecvWindow::new(1100);
+        plain.on_receive(300).unwrap();
+        plain.on_consume(300);
+        assert!(!plain.wants_update());
     }
 
     #[test]

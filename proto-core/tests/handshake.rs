@@ -329,3 +329,29 @@ fn a_server_closing_while_deciding_refuses() {
         })
     );
 }
+
+#[test]
+fn a_hello_over_64_kib_is_refused_locally() {
+    let mut info = ClientInfo::new(Role::Edge);
+    info.token = Bytes::from(vec![b't'; 70_000]);
+    assert!(matches!(
+        Connection::client(Config::default(), info, Timestamp::ZERO),
+        Err(ConfigError::HelloTooLarge { max: 65536, .. })
+    ));
+}
+
+#[test]
+fn goaway_with_an_error_code_is_a_close() {
+    let mut pair = Pair::connected();
+    let now = pair.now;
+    pair.server.conn.go_away(now, ErrorCode::KICKED, "kicked");
+    pair.drive();
+    assert_eq!(
+        lost(&pair.client),
+        Some(ConnectionError::PeerClosed {
+            code: ErrorCode::KICKED,
+            reason: "kicked".into()
+        })
+    );
+    assert!(pair.server.conn.is_finished());
+}

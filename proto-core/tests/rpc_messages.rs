@@ -509,3 +509,102 @@ fn many_calls_in_flight_complete_out_of_order() {
     }
     assert_no_violation(&pair);
 }
+
+/// A window that holds exactly one megabyte call: any credit that leaks blocks the next.
+fn one_call_window() -> Config {
+    let mut c = patient();
+    c.settings.message_window = (1 << 20) + HEAD_CREDIT as u32;
+    c
+}
+
+#[test]
+fn cancelling_a_half_sent_call_gives_its_credit_back() {
+    let mut pair = Pair::connected_with(
+        one_call_window(),
+        one_call_window(),
+        ClientInfo::new(Role::Edge),
+    );
+    for round in 0..3 {
+        let id = call(
+            &mut pair,
+            "upload",
+            Bytes::from(vec![round as u8; 1 << 20]),
+            None,
+        );
+        // Let a few fragments out, then give up.
+        for _ in 0..2 {
+            pair.step();
+        }
+        assert!(pair.client.conn.rpc().cancel(id));
+        pair.drive();
+        assert_eq!(pair.server.conn.rpc().next_request(), None);
+    }
+    // With every abandoned call's credit back, a full-size call still goes through.
+    let id = call(&mut pair, "upload", Bytes::from(vec![9u8; 1 << 20]), None);
+    pair.drive();
+    let req = pair
+        .server
+        .conn
+        .rpc()
+        .next_request()
+        .expect("the last call was blocked by leaked credit");
+    pair.server
+        .conn
+        .rpc()
+        .respond(req.id, ErrorCode::OK, Bytes::new())
+        .unwrap();
+    pair.drive();
+    assert!(response(&mut pair, id).is_some());
+    assert_no_violation(&pair);
+}
+
+#[test]
+fn a_call_timing_out_mid_response_gives_the_response_credit_back() {
+    let mut pair = Pair::connected_with(
+        one_call_window(),
+        one_call_window(),
+        ClientInfo::new(Role::Edge),
+    );
+    let id = call(
+        &mut pair,
+        "download",
+        Bytes::new(),
+        Some(Duration::from_secs(5)),
+    );
+    pair.drive();
+    let req = pair.server.conn.rpc().next_request().unwrap();
+    pair.server
+        .conn
+        .rpc()
+        .respond(req.id, ErrorCode::OK, Bytes::from(vec![1u8; 1 << 20]))
+        .unwrap();
+    // Part of the response arrives, then the caller's deadline passes.
+    for _ in 0..2 {
+        pair.step();
+    }
+    pair.advance(Duration::from_secs(5));
+    assert!(
+        pair.client
+            .take_event(|e| *e
+                == Event::Rpc(RpcEvent::Failed {
+                    id,
+                    code: ErrorCode::TIMEOUT
+                }))
+            .is_some()
+    );
+    // A second full-size response must still fit the client's window.
+    let id = call(&mut pair, "download", Bytes::new(), None);
+    pair.drive();
+    let req = pair.server.conn.rpc().next_request().unwrap();
+    pair.server
+        .conn
+        .rpc()
+        .respond(req.id, ErrorCode::OK, Bytes::from(vec![2u8; 1 << 20]))
+        .unwrap();
+    pair.drive();
+    assert_eq!(
+        response(&mut pair, id).map(|(s, b)| (s, b.len())),
+        Some((ErrorCode::OK, 1 << 20))
+    );
+    assert_no_violation(&pair);
+}

@@ -505,3 +505,149 @@ fn many_concurrent_streams_keep_their_bytes_apart() {
     assert!(ts.iter().all(|t| t.eof && t.read == t.total));
     assert_no_violation(&pair);
 }
+
+#[test]
+fn a_fin_goes_out_while_other_streams_wait_for_connection_credit() {
+    let mut client = Config::default();
+    client.settings.connection_window = 64 * 1024;
+    let mut server = Config::default();
+    server.settings.connection_window = 64 * 1024;
+    let mut pair = Pair::connected_with(client, server, ClientInfo::new(Role::Edge));
+    let bulk = pair.client.conn.open_stream(OpenStream::default()).unwrap();
+    let done = pair.client.conn.open_stream(OpenStream::default()).unwrap();
+    pair.client
+        .conn
+        .stream(bulk)
+        .unwrap()
+        .write(&[0u8; 200_000])
+        .unwrap();
+    pair.drive();
+    // The connection window is spent and the server reads nothing: bulk is stuck.
+    pair.client.conn.stream(done).unwrap().finish().unwrap();
+    assert!(pair.client.conn.has_pending_output());
+    let mut buf = TransmitBuf::new();
+    let now = pair.now;
+    assert!(
+        pair.client.conn.poll_transmit(now, &mut buf) > 0,
+        "pending output must be sendable"
+    );
+    assert!(
+        !pair.client.conn.has_pending_output(),
+        "only the stuck stream remains, and it cannot send"
+    );
+}
+
+#[test]
+fn stopping_an_unaccepted_stream_refuses_it() {
+    let mut pair = Pair::connected();
+    let id = pair.client.conn.open_stream(OpenStream::default()).unwrap();
+    pair.drive();
+    let _ = pair.server.conn.next_incoming_stream().unwrap();
+    pair.server
+        .conn
+        .stream(id)
+        .unwrap()
+        .stop(ErrorCode::REFUSED)
+        .unwrap();
+    pair.drive();
+    assert!(
+        pair.client
+            .take_event(|e| matches!(
+                e,
+                Event::Stream(StreamEvent::Refused {
+                    code: ErrorCode::REFUSED,
+                    ..
+                })
+            ))
+            .is_some()
+    );
+    assert_eq!(pair.client.conn.stream_ids().count(), 0);
+    assert_eq!(pair.server.conn.stream_ids().count(), 0);
+    assert_no_violation(&pair);
+}
+
+#[test]
+fn an_opener_stopping_before_accept_leaves_nothing_behind() {
+    let mut pair = Pair::connected();
+    let id = pair.client.conn.open_stream(OpenStream::default()).unwrap();
+    pair.client
+        .conn
+        .stream(id)
+        .unwrap()
+        .stop(ErrorCode::CANCELLED)
+        .unwrap();
+    pair.client
+        .conn
+        .stream(id)
+        .unwrap()
+        .reset(ErrorCode::CANCELLED, "")
+        .unwrap();
+    pair.drive();
+    assert_eq!(pair.server.conn.next_incoming_stream(), None);
+    assert_eq!(pair.client.conn.stream_ids().count(), 0);
+    assert_eq!(pair.server.conn.stream_ids().count(), 0);
+    assert!(
+        pair.client
+            .take_event(|e| matches!(e, Event::Stream(StreamEvent::Refused { .. })))
+            .is_none(),
+        "we reset it ourselves"
+    );
+    assert_no_violation(&pair);
+}
+
+#[test]
+fn refusals_keep_the_pending_accept_limit_exact() {
+    let server = Config {
+        max_pending_accept: 4,
+        ..Config::default()
+    };
+    let mut pair = Pair::connected_with(Config::default(), server, ClientInfo::new(Role::Edge));
+    for _ in 0..4 {
+        pair.client.conn.open_stream(OpenStream::default()).unwrap();
+    }
+    pair.drive();
+    // Refuse two; exactly two more may then wait.
+    for _ in 0..2 {
+        let s = pair.server.conn.next_incoming_stream().unwrap();
+        pair.server
+            .conn
+            .refuse_stream(s.id, ErrorCode::REFUSED, "")
+            .unwrap();
+    }
+    pair.drive();
+    for _ in 0..3 {
+        pair.client.conn.open_stream(OpenStream::default()).unwrap();
+    }
+    pair.client.take_events();
+    pair.drive();
+    let refused = pair
+        .client
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Stream(StreamEvent::Refused { .. })))
+        .count();
+    assert_eq!(refused, 1, "the third new stream is over the limit");
+}
+
+#[test]
+fn open_metadata_must_fit_the_peers_frame() {
+    let mut server = Config::default();
+    server.settings.max_frame_size = 16 * 1024;
+    server.settings.max_open_metadata = 60 * 1024;
+    let mut pair = Pair::connected_with(Config::default(), server, ClientInfo::new(Role::Edge));
+    let open = OpenStream {
+        address: Address::default(),
+        metadata: Bytes::from(vec![0u8; 16 * 1024]),
+    };
+    assert!(matches!(
+        pair.client.conn.open_stream(open),
+        Err(OpenError::MetadataTooLarge { .. })
+    ));
+    let open = OpenStream {
+        address: Address::default(),
+        metadata: Bytes::from(vec![0u8; 16 * 1024 - 11]),
+    };
+    pair.client.conn.open_stream(open).unwrap();
+    pair.drive();
+    assert_no_violation(&pair);
+}

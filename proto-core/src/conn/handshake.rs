@@ -97,11 +97,23 @@ impl Connection {
         now: Timestamp,
         frame: Frame,
     ) -> Result<(), ProtocolViolation> {
-        let Frame::Hello(hello) = frame else {
-            return Err(ProtocolViolation::UnexpectedFrame {
-                ty: frame.frame_type(),
-                during: "before HELLO",
-            });
+        let hello = match frame {
+            Frame::Hello(hello) => hello,
+            // A client may give up before its HELLO is complete.
+            Frame::GoAway(goaway) => {
+                let error = ConnectionError::PeerClosed {
+                    code: goaway.code,
+                    reason: goaway.reason,
+                };
+                self.terminate(now, error, false);
+                return Ok(());
+            }
+            other => {
+                return Err(ProtocolViolation::UnexpectedFrame {
+                    ty: other.frame_type(),
+                    during: "before HELLO",
+                });
+            }
         };
         if let Some((code, reason)) = self.hello_problem(&hello) {
             self.refuse(now, code, reason);
@@ -213,12 +225,18 @@ impl Connection {
         accept: HandshakeAccept,
     ) -> Result<(), ApiMisuse> {
         self.check_deciding()?;
-        self.assigned_id = accept.assigned_id;
-        self.fx.push_frame(Frame::Welcome(Welcome {
+        let welcome = Frame::Welcome(Welcome {
             assigned_id: accept.assigned_id,
             settings: self.config.settings,
             metadata: accept.metadata,
-        }));
+        });
+        let len = welcome.payload_len();
+        let max = crate::codec::MAX_HANDSHAKE_PAYLOAD as usize;
+        if len > max {
+            return Err(ApiMisuse::HandshakeTooLarge { len, max });
+        }
+        self.assigned_id = accept.assigned_id;
+        self.fx.push_frame(welcome);
         self.on_open(now);
         self.after_activity(now);
         Ok(())

@@ -211,10 +211,13 @@ impl Connection {
 
     /// Starts a graceful shutdown: GOAWAY tells the peer which of its streams, requests and
     /// messages we will still process; we take nothing new; the connection closes once
-    /// nothing is in flight, or at the drain deadline. Before the handshake completes this
-    /// is [`close`](Self::close).
+    /// nothing is in flight, or at the drain deadline. `code` should be `OK` or
+    /// `GOING_AWAY`; with any other code, and before the handshake completes, this is
+    /// [`close`](Self::close).
     pub fn go_away(&mut self, now: Timestamp, code: ErrorCode, reason: &str) {
-        if self.phase != Phase::Open {
+        let graceful = code == ErrorCode::OK || code == ErrorCode::GOING_AWAY;
+        // Any other code means "stop now" to the peer: that is a close, not a drain.
+        if self.phase != Phase::Open || !graceful {
             self.close(now, code, reason);
             return;
         }

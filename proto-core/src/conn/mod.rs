@@ -198,11 +198,16 @@ impl Connection {
         }
         .encode(&mut conn.raw_out);
         conn.local_registrations = info.registrations.iter().cloned().collect();
-        let hello = Hello {
+        let hello = Frame::Hello(Box::new(Hello {
             info,
             settings: conn.config.settings,
-        };
-        conn.fx.push_frame(Frame::Hello(Box::new(hello)));
+        }));
+        let len = hello.payload_len();
+        let max = crate::codec::MAX_HANDSHAKE_PAYLOAD as usize;
+        if len > max {
+            return Err(ConfigError::HelloTooLarge { len, max });
+        }
+        conn.fx.push_frame(hello);
         Ok(conn)
     }
 

@@ -112,7 +112,10 @@ impl Exchanges {
             published: OutboundTable::new(),
             messages: InboundTable::new(FrameType::Message, "message"),
             outbox: Outbox::default(),
-            recv_window: RecvWindow::new(config.settings.message_window),
+            recv_window: RecvWindow::with_min_available(
+                config.settings.message_window,
+                u64::from(config.settings.max_message_size).saturating_add(HEAD_CREDIT),
+            ),
             send_credit: SendCredit::new(Settings::DEFAULT.message_window),
             deadlines: BTreeSet::new(),
             blocked: false,
@@ -387,7 +390,8 @@ impl Exchanges {
             }
             inbound::Cancelled::Gone => {
                 // Already answered: drop the response if it has not gone out.
-                self.outbox.remove(OutKind::Response, raw);
+                self.outbox
+                    .remove(OutKind::Response, raw, &mut self.send_credit);
             }
         }
         Ok(())
@@ -421,7 +425,7 @@ impl Exchanges {
         increment: u32,
         cx: &mut Context<'_>,
     ) -> Result<(), ProtocolViolation> {
-        if increment < 1024 {
+        if crate::flow::is_tiny_grant(increment, cx.peer.message_window) {
             cx.spend(BudgetKind::WastedFrames)?;
         }
         let before = self.send_credit.available();
@@ -445,7 +449,7 @@ impl Exchanges {
             self.deadlines.pop_first();
             match key {
                 DeadlineKey::Call(id) => {
-                    if self.calls.entries.remove(&id).is_some() {
+                    if self.forget_call(id, fx) {
                         self.abandon(OutKind::Request, id, fx);
                         fx.emit(Event::Rpc(RpcEvent::Failed {
                             id: RequestId::from_raw(id),
@@ -484,10 +488,26 @@ impl Exchanges {
         }
     }
 
+    /// Forgets one of our calls: its deadline, and the credit of a response half received.
+    /// False if it was not in flight.
+    pub(crate) fn forget_call(&mut self, id: u64, fx: &mut Effects) -> bool {
+        let Some(entry) = self.calls.entries.remove(&id) else {
+            return false;
+        };
+        self.drop_deadline(entry.deadline, DeadlineKey::Call(id));
+        if let Some((_, assembly)) = entry.response {
+            self.release(
+                HEAD_CREDIT.saturating_add(u64::from(assembly.received())),
+                fx,
+            );
+        }
+        true
+    }
+
     /// Stops sending one of our requests or messages; tells the peer to cancel it if any
     /// of it went out.
-    fn abandon(&mut self, kind: OutKind, id: u64, fx: &mut Effects) {
-        let never_sent = self.outbox.remove(kind, id) == Some(false);
+    pub(crate) fn abandon(&mut self, kind: OutKind, id: u64, fx: &mut Effects) {
+        let never_sent = self.outbox.remove(kind, id, &mut self.send_credit) == Some(false);
         if never_sent {
             return;
         }
@@ -525,15 +545,14 @@ impl Exchanges {
             .map(|(id, _)| *id)
             .collect();
         for id in calls {
-            if let Some(entry) = self.calls.entries.remove(&id) {
-                self.drop_deadline(entry.deadline, DeadlineKey::Call(id));
-            }
+            self.forget_call(id, fx);
             fx.emit(Event::Rpc(RpcEvent::Failed {
                 id: RequestId::from_raw(id),
                 code: ErrorCode::GOING_AWAY,
             }));
         }
-        self.outbox.remove_above(OutKind::Request, last_request);
+        self.outbox
+            .remove_above(OutKind::Request, last_request, &mut self.send_credit);
         let published: alloc::vec::Vec<u64> = self
             .published
             .entries
@@ -549,7 +568,8 @@ impl Exchanges {
                 code: ErrorCode::GOING_AWAY,
             }));
         }
-        self.outbox.remove_above(OutKind::Message, last_message);
+        self.outbox
+            .remove_above(OutKind::Message, last_message, &mut self.send_credit);
     }
 
     /// Converts a relative timeout into a local deadline.

@@ -108,8 +108,14 @@ impl Outbox {
         self.queued
     }
 
-    /// Removes an item. Returns `Some(head_sent)` if it was queued.
-    pub(crate) fn remove(&mut self, kind: OutKind, id: u64) -> Option<bool> {
+    /// Removes an item. Returns `Some(head_sent)` if it was queued. The credit reserved for
+    /// the unsent part of a started item goes back to `credit`.
+    pub(crate) fn remove(
+        &mut self,
+        kind: OutKind,
+        id: u64,
+        credit: &mut SendCredit,
+    ) -> Option<bool> {
         let matches = |i: &Outgoing| i.kind == kind && i.id == id;
         let (item, head_sent) = if let Some(at) = self.waiting.iter().position(matches) {
             (self.waiting.remove(at)?, false)
@@ -117,16 +123,23 @@ impl Outbox {
             let at = self.active.iter().position(matches)?;
             (self.active.remove(at)?, true)
         };
+        let unsent = u64::try_from(item.body.len()).unwrap_or(u64::MAX);
         if item.limited {
-            self.queued = self
-                .queued
-                .saturating_sub(u64::try_from(item.body.len()).unwrap_or(u64::MAX));
+            self.queued = self.queued.saturating_sub(unsent);
+        }
+        if head_sent {
+            credit.refund(unsent);
         }
         Some(head_sent)
     }
 
     /// Removes every item of `kind` whose id is above `last`, returning their ids.
-    pub(crate) fn remove_above(&mut self, kind: OutKind, last: u64) -> alloc::vec::Vec<u64> {
+    pub(crate) fn remove_above(
+        &mut self,
+        kind: OutKind,
+        last: u64,
+        credit: &mut SendCredit,
+    ) -> alloc::vec::Vec<u64> {
         let ids: alloc::vec::Vec<u64> = self
             .waiting
             .iter()
@@ -135,7 +148,7 @@ impl Outbox {
             .map(|i| i.id)
             .collect();
         for id in &ids {
-            self.remove(kind, *id);
+            self.remove(kind, *id, credit);
         }
         ids
     }
@@ -338,9 +351,27 @@ mod tests {
         outbox.push(request(1, b"abc"));
         outbox.push(request(2, b"defg"));
         assert_eq!(outbox.queued(), 7);
-        assert_eq!(outbox.remove(OutKind::Request, 1), Some(false));
-        assert_eq!(outbox.remove(OutKind::Response, 2), None);
-        assert_eq!(outbox.remove_above(OutKind::Request, 1), alloc::vec![2]);
+        let mut credit = SendCredit::new(0);
+        assert_eq!(outbox.remove(OutKind::Request, 1, &mut credit), Some(false));
+        assert_eq!(outbox.remove(OutKind::Response, 2, &mut credit), None);
+        assert_eq!(
+            outbox.remove_above(OutKind::Request, 1, &mut credit),
+            alloc::vec![2]
+        );
         assert_eq!(outbox.queued(), 0);
+    }
+
+    #[test]
+    fn abandoning_a_started_item_refunds_its_unsent_credit() {
+        let mut outbox = Outbox::default();
+        let big: &'static [u8] = alloc::vec![1u8; 50_000].leak();
+        outbox.push(request(1, big));
+        let mut credit = SendCredit::new(HEAD_CREDIT as u32 + 50_000);
+        let Some(Frame::Request { body, .. }) = outbox.poll_fragment(16 * 1024, &mut credit) else {
+            panic!()
+        };
+        assert_eq!(credit.available(), 0, "the whole item was reserved");
+        assert_eq!(outbox.remove(OutKind::Request, 1, &mut credit), Some(true));
+        assert_eq!(credit.available(), 50_000 - body.len() as u64);
     }
 }

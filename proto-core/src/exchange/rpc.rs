@@ -117,15 +117,8 @@ impl Rpc<'_> {
     pub fn cancel(&mut self, id: RequestId) -> bool {
         let conn = &mut *self.conn;
         let ex = &mut conn.exchanges;
-        let Some(entry) = ex.calls.entries.remove(&id.raw()) else {
+        if !ex.forget_call(id.raw(), &mut conn.fx) {
             return false;
-        };
-        ex.drop_deadline(entry.deadline, DeadlineKey::Call(id.raw()));
-        if let Some((_, assembly)) = entry.response {
-            ex.release(
-                super::HEAD_CREDIT.saturating_add(u64::from(assembly.received())),
-                &mut conn.fx,
-            );
         }
         ex.abandon(OutKind::Request, id.raw(), &mut conn.fx);
         true

@@ -137,7 +137,11 @@ impl StreamsState {
             };
             let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
             stream.recv_window.on_consume(n);
-            if stream.recv == RecvState::Open && stream.recv_window.wants_update() {
+            if stream.recv == RecvState::Open
+                && !stream.window_queued
+                && stream.recv_window.wants_update()
+            {
+                stream.window_queued = true;
                 fx.push_credit(Control::StreamWindow(id));
             }
             self.conn_recv.on_consume(n);
@@ -188,6 +192,13 @@ impl StreamsState {
         fx: &mut Effects,
     ) -> Result<(), ReadError> {
         let stream = self.map.get_mut(&id).ok_or(ReadError::Unknown)?;
+        if stream.opening == (Opening::Remote { accepted: false }) {
+            // Not accepted yet: not reading it means refusing it (a STOP before our ACCEPT
+            // would break the protocol).
+            return self
+                .refuse(id, code, String::new(), fx)
+                .map_err(|_| ReadError::Unknown);
+        }
         let Transition::To(next) = stream.recv.on(RecvInput::Stop) else {
             return Ok(());
         };

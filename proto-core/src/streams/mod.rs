@@ -69,6 +69,9 @@ pub(crate) struct StreamState {
     pub(crate) wants_writable: bool,
     /// The stream is in the transmit round-robin.
     pub(crate) in_ready: bool,
+    /// A WINDOW update for this stream is queued (one is enough: its size is computed
+    /// when sent).
+    pub(crate) window_queued: bool,
 }
 
 impl StreamState {
@@ -88,6 +91,7 @@ impl StreamState {
             readable_notified: false,
             wants_writable: false,
             in_ready: false,
+            window_queued: false,
         }
     }
 
@@ -106,6 +110,16 @@ impl StreamState {
         let by_buffer = u64::from(send_buffer).saturating_sub(self.send_buffered);
         by_credit.min(by_buffer)
     }
+}
+
+/// Largest metadata the peer accepts on OPEN or ACCEPT when the rest of the payload takes
+/// `fixed` bytes: its advertised limit, bounded by its frame size and the 16-bit length.
+fn max_metadata(peer: &Settings, fixed: usize) -> usize {
+    let by_setting = usize::try_from(peer.max_open_metadata).unwrap_or(usize::MAX);
+    let by_frame = usize::try_from(peer.max_frame_size)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(fixed);
+    by_setting.min(by_frame).min(usize::from(u16::MAX))
 }
 
 /// All streams of one connection.
@@ -193,8 +207,13 @@ impl StreamsState {
         config: &Config,
         fx: &mut Effects,
     ) -> Result<StreamId, OpenError> {
-        let max_meta = usize::try_from(peer.max_open_metadata).unwrap_or(usize::MAX);
-        if metadata.len() > max_meta.min(usize::from(u16::MAX)) {
+        // OPEN must fit the peer's frame: id, name length and name, metadata length.
+        let fixed = 8usize
+            .saturating_add(1)
+            .saturating_add(address.peer_name.len())
+            .saturating_add(2);
+        let max_meta = max_metadata(peer, fixed);
+        if metadata.len() > max_meta {
             return Err(OpenError::MetadataTooLarge {
                 len: metadata.len(),
                 max: max_meta,
@@ -253,8 +272,8 @@ impl StreamsState {
         peer: &Settings,
         fx: &mut Effects,
     ) -> Result<(), StreamError> {
-        let max_meta = usize::try_from(peer.max_open_metadata).unwrap_or(usize::MAX);
-        if metadata.len() > max_meta.min(usize::from(u16::MAX)) {
+        let max_meta = max_metadata(peer, 2);
+        if metadata.len() > max_meta {
             return Err(StreamError::MetadataTooLarge {
                 len: metadata.len(),
                 max: max_meta,
@@ -276,8 +295,8 @@ impl StreamsState {
         fx: &mut Effects,
     ) -> Result<(), StreamError> {
         self.pending_remote(id)?;
-        self.pending_accept = self.pending_accept.saturating_sub(1);
         fx.push_frame(Frame::Reset { id, code, reason });
+        // `remove` releases the pending-accept slot of an unaccepted stream.
         self.remove(id, fx);
         Ok(())
     }
@@ -305,7 +324,12 @@ impl StreamsState {
 
     fn on_remote_closed(&mut self, fx: &mut Effects) {
         self.remote_closed_ungranted = self.remote_closed_ungranted.saturating_add(1);
-        if self.remote_closed_ungranted >= (self.max_concurrent / 8).max(1) {
+        // Batch grants, but never leave the peer short: once its unused credit falls below
+        // a batch, every close is granted at once.
+        let batch = (self.max_concurrent / 8).max(1);
+        let opened = self.next_remote.saturating_sub(1);
+        let unused = self.remote_credit.saturating_sub(opened);
+        if self.remote_closed_ungranted >= batch || unused < batch {
             fx.push_credit(Control::MaxStreams);
         }
     }
@@ -434,6 +458,15 @@ impl StreamsState {
                 what: "second ACCEPT",
             });
         }
+        let max = u64::from(cx.config.settings.max_open_metadata);
+        let len = u64::try_from(metadata.len()).unwrap_or(u64::MAX);
+        if len > max {
+            return Err(ProtocolViolation::TooLarge {
+                ty: FrameType::Accept,
+                len,
+                max,
+            });
+        }
         stream.opening = Opening::Local { accepted: true };
         cx.fx
             .emit(Event::Stream(StreamEvent::Accepted { id, metadata }));
@@ -529,9 +562,12 @@ impl StreamsState {
             return cx.spend(BudgetKind::WastedFrames);
         };
         if stream.opening == (Opening::Local { accepted: false }) {
-            // RESET before ACCEPT is a refusal: the whole stream is gone.
-            cx.fx
-                .emit(Event::Stream(StreamEvent::Refused { id, code, reason }));
+            // RESET before ACCEPT is a refusal: the whole stream is gone. If we reset it
+            // first, this is only the peer closing its half; there is nothing to report.
+            if stream.send != SendState::ResetSent {
+                cx.fx
+                    .emit(Event::Stream(StreamEvent::Refused { id, code, reason }));
+            }
             self.remove(id, cx.fx);
             return Ok(());
         }
@@ -599,6 +635,18 @@ impl StreamsState {
                 what: "STOP before ACCEPT",
             });
         }
+        if stream.opening == (Opening::Remote { accepted: false }) {
+            // The opener gave up reading before we decided: drop the stream as if refused,
+            // closing our half so the opener can forget it too.
+            cx.spend(BudgetKind::PeerResets)?;
+            cx.fx.push_frame(Frame::Reset {
+                id,
+                code,
+                reason: String::new(),
+            });
+            self.remove_unaccepted(id, cx.fx);
+            return Ok(());
+        }
         match stream.send.on(SendInput::StopReceived) {
             Transition::To(next) => {
                 stream.send = next;
@@ -626,7 +674,12 @@ impl StreamsState {
         increment: u32,
         cx: &mut Context<'_>,
     ) -> Result<(), ProtocolViolation> {
-        if increment < 1024 {
+        let window = if stream.is_some() {
+            cx.peer.initial_stream_window
+        } else {
+            cx.peer.connection_window
+        };
+        if crate::flow::is_tiny_grant(increment, window) {
             // Tiny grants are how a peer makes us emit tiny frames (data dribble).
             cx.spend(BudgetKind::WastedFrames)?;
         }

@@ -96,10 +96,11 @@ impl StreamsState {
             }
             let conn_available = self.conn_send.available();
             if conn_available == 0 {
-                // Blocked on connection credit: keep our turn for when WINDOW arrives.
+                // Blocked on connection credit: stay queued for when WINDOW arrives, and
+                // keep looking for a stream that only has a FIN to send (it needs none).
                 stream.in_ready = true;
-                self.ready.push_front(id);
-                return None;
+                self.ready.push_back(id);
+                continue;
             }
             let limit = stream
                 .send_buffered
@@ -135,6 +136,10 @@ impl StreamsState {
     }
 
     /// Credit to grant on one stream now (auto-tuning its window first), if any.
+    ///
+    /// Auto-tuning growth, summed over all streams, stays within half the connection
+    /// window, so one stream whose reader stalls after growing can hold at most that much
+    /// of the connection's credit and the others keep flowing.
     pub(crate) fn take_stream_update(
         &mut self,
         id: StreamId,
@@ -143,6 +148,7 @@ impl StreamsState {
         config: &Config,
     ) -> Option<u32> {
         let stream = self.map.get_mut(&id)?;
+        stream.window_queued = false;
         if stream.recv != super::RecvState::Open {
             return None;
         }
@@ -151,7 +157,7 @@ impl StreamsState {
             .autotune_target(now, rtt, config.max_stream_window)
         {
             let delta = u64::from(target.saturating_sub(stream.recv_window.window()));
-            let budget = u64::from(config.settings.connection_window);
+            let budget = u64::from(config.settings.connection_window / 2);
             if self.autotune_extra.saturating_add(delta) <= budget {
                 stream.recv_window.grow(target);
                 self.autotune_extra = self.autotune_extra.saturating_add(delta);
