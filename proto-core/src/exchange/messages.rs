@@ -7,7 +7,7 @@ use core::time::Duration;
 use bytes::Bytes;
 
 use super::outbox::{OutHead, OutKind, Outgoing};
-use super::{DeadlineKey, Exchanges, Outbound};
+use super::{DeadlineKey, Exchanges};
 use crate::code::ErrorCode;
 use crate::codec::{Address, Frame, MessageHead};
 use crate::conn::Connection;
@@ -74,37 +74,17 @@ impl Messages<'_> {
     pub fn publish(&mut self, now: Timestamp, msg: Publish) -> Result<MessageId, SendError> {
         let conn = &mut *self.conn;
         conn.check_can_send()?;
-        let peer = conn.peer_settings;
-        let ex = &mut conn.exchanges;
-        let max = Exchanges::max_send_body(&peer);
-        if msg.body.len() > max {
-            return Err(SendError::TooLarge {
-                len: msg.body.len(),
-                max,
-            });
-        }
-        if msg.ack {
-            let limit = peer.max_inflight_messages;
-            if ex.published.entries.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-                ex.blocked = true;
-                return Err(SendError::Busy { limit });
-            }
-        }
-        ex.check_queue_room(msg.body.len(), &conn.config)?;
-        let id = ex.published.next_id;
-        ex.published.next_id = id.saturating_add(1);
+        // A timeout bounds the wait for an acknowledgement; without one it means nothing.
         let timeout = if msg.ack { msg.timeout } else { None };
-        if msg.ack {
-            let deadline = Exchanges::deadline(now, timeout);
-            ex.published.entries.insert(
-                id,
-                Outbound {
-                    deadline,
-                    response: None,
-                },
-            );
-            ex.add_deadline(deadline, DeadlineKey::Published(id));
-        }
+        let awaited = msg.ack.then(|| Exchanges::deadline(now, timeout));
+        let ex = &mut conn.exchanges;
+        let id = ex.admit(
+            OutKind::Message,
+            msg.body.len(),
+            awaited,
+            &conn.peer_settings,
+            &conn.config,
+        )?;
         let total_len = u32::try_from(msg.body.len()).unwrap_or(u32::MAX);
         ex.outbox.push(Outgoing {
             kind: OutKind::Message,

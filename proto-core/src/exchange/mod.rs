@@ -35,7 +35,7 @@ use crate::codec::{Frame, FrameType, MessageHead, RequestHead, ResponseHead};
 use crate::config::{Config, Settings};
 use crate::context::Context;
 use crate::effects::{Control, Effects};
-use crate::error::ProtocolViolation;
+use crate::error::{ProtocolViolation, SendError};
 use crate::event::{Event, MessageEvent, RpcEvent};
 use crate::flow::{RecvWindow, SendCredit};
 use crate::ids::{MessageId, RequestId};
@@ -57,6 +57,36 @@ pub(crate) enum DeadlineKey {
     Request(u64),
     /// A message from the peer.
     Message(u64),
+}
+
+/// A request or message from the peer, by id.
+#[derive(Clone, Copy, Debug)]
+enum PeerItem {
+    Request(u64),
+    Message(u64),
+}
+
+impl PeerItem {
+    fn deadline_key(self) -> DeadlineKey {
+        match self {
+            PeerItem::Request(id) => DeadlineKey::Request(id),
+            PeerItem::Message(id) => DeadlineKey::Message(id),
+        }
+    }
+
+    /// The event telling the application to stop working on it.
+    fn cancelled(self, code: ErrorCode) -> Event {
+        match self {
+            PeerItem::Request(id) => Event::Rpc(RpcEvent::Cancelled {
+                id: RequestId::from_raw(id),
+                code,
+            }),
+            PeerItem::Message(id) => Event::Message(MessageEvent::Cancelled {
+                id: MessageId::from_raw(id),
+                code,
+            }),
+        }
+    }
 }
 
 /// One of our calls or acknowledged messages.
@@ -181,6 +211,64 @@ impl Exchanges {
         let by_window = u64::from(peer.message_window).saturating_sub(HEAD_CREDIT);
         let max = u64::from(peer.max_message_size).min(by_window);
         usize::try_from(max).unwrap_or(usize::MAX)
+    }
+
+    /// Admits a new call (`Request`) or message: checks the body size, the peer's in-flight
+    /// limit (for items awaiting a reply) and the send queue, allocates the id, and, when
+    /// `awaited` is `Some(deadline)`, registers the item as awaiting its reply.
+    pub(crate) fn admit(
+        &mut self,
+        kind: OutKind,
+        body_len: usize,
+        awaited: Option<Option<Timestamp>>,
+        peer: &Settings,
+        config: &Config,
+    ) -> Result<u64, SendError> {
+        let max = Exchanges::max_send_body(peer);
+        if body_len > max {
+            return Err(SendError::TooLarge { len: body_len, max });
+        }
+        let (table, limit) = if kind == OutKind::Request {
+            (&self.calls, peer.max_inflight_requests)
+        } else {
+            (&self.published, peer.max_inflight_messages)
+        };
+        if awaited.is_some() && table.entries.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
+        {
+            self.blocked = true;
+            return Err(SendError::Busy { limit });
+        }
+        // A single body larger than the queue limit is still accepted into an empty queue,
+        // so every size the peer allows can be sent.
+        let queued = self.outbox.queued();
+        let after = queued.saturating_add(u64::try_from(body_len).unwrap_or(u64::MAX));
+        if queued > 0 && after > u64::from(config.exchange_send_buffer) {
+            self.blocked = true;
+            return Err(SendError::Blocked);
+        }
+        let table = if kind == OutKind::Request {
+            &mut self.calls
+        } else {
+            &mut self.published
+        };
+        let id = table.next_id;
+        table.next_id = id.saturating_add(1);
+        if let Some(deadline) = awaited {
+            table.entries.insert(
+                id,
+                Outbound {
+                    deadline,
+                    response: None,
+                },
+            );
+            let key = if kind == OutKind::Request {
+                DeadlineKey::Call(id)
+            } else {
+                DeadlineKey::Published(id)
+            };
+            self.add_deadline(deadline, key);
+        }
+        Ok(id)
     }
 
     /// Emits `Unblocked` once a blocked call or publish could proceed.
@@ -376,24 +464,13 @@ impl Exchanges {
         cx: &mut Context<'_>,
     ) -> Result<(), ProtocolViolation> {
         let raw = id.raw();
-        match self.requests.cancel(raw, FrameType::Cancel, cx)? {
-            inbound::Cancelled::BeforeTaken { released, deadline } => {
-                self.drop_deadline(deadline, DeadlineKey::Request(raw));
-                self.release(released, cx.fx);
-            }
-            inbound::Cancelled::Taken { deadline } => {
-                self.drop_deadline(deadline, DeadlineKey::Request(raw));
-                cx.fx.emit(Event::Rpc(RpcEvent::Cancelled {
-                    id,
-                    code: ErrorCode::CANCELLED,
-                }));
-            }
-            inbound::Cancelled::Gone => {
-                // Already answered: drop the response if it has not gone out.
-                self.outbox
-                    .remove(OutKind::Response, raw, &mut self.send_credit);
-            }
+        let outcome = self.requests.cancel(raw, FrameType::Cancel, cx)?;
+        if let inbound::Cancelled::Gone = outcome {
+            // Already answered: drop the response if it has not gone out.
+            self.outbox
+                .remove(OutKind::Response, raw, &mut self.send_credit);
         }
+        self.settle(PeerItem::Request(raw), outcome, ErrorCode::CANCELLED, cx.fx);
         Ok(())
     }
 
@@ -403,21 +480,32 @@ impl Exchanges {
         cx: &mut Context<'_>,
     ) -> Result<(), ProtocolViolation> {
         let raw = id.raw();
-        match self.messages.cancel(raw, FrameType::MessageCancel, cx)? {
+        let outcome = self.messages.cancel(raw, FrameType::MessageCancel, cx)?;
+        self.settle(PeerItem::Message(raw), outcome, ErrorCode::CANCELLED, cx.fx);
+        Ok(())
+    }
+
+    /// Settles a request or message from the peer that was cancelled or timed out: return
+    /// the credit of one the application never took, or tell the application to stop
+    /// working on one it did.
+    fn settle(
+        &mut self,
+        item: PeerItem,
+        outcome: inbound::Cancelled,
+        code: ErrorCode,
+        fx: &mut Effects,
+    ) {
+        match outcome {
             inbound::Cancelled::BeforeTaken { released, deadline } => {
-                self.drop_deadline(deadline, DeadlineKey::Message(raw));
-                self.release(released, cx.fx);
+                self.drop_deadline(deadline, item.deadline_key());
+                self.release(released, fx);
             }
             inbound::Cancelled::Taken { deadline } => {
-                self.drop_deadline(deadline, DeadlineKey::Message(raw));
-                cx.fx.emit(Event::Message(MessageEvent::Cancelled {
-                    id,
-                    code: ErrorCode::CANCELLED,
-                }));
+                self.drop_deadline(deadline, item.deadline_key());
+                fx.emit(item.cancelled(code));
             }
             inbound::Cancelled::Gone => {}
         }
-        Ok(())
     }
 
     pub(crate) fn on_message_window(
@@ -466,24 +554,14 @@ impl Exchanges {
                         }));
                     }
                 }
-                DeadlineKey::Request(id) => match self.requests.expire(id) {
-                    inbound::Cancelled::BeforeTaken { released, .. } => self.release(released, fx),
-                    inbound::Cancelled::Taken { .. } => fx.emit(Event::Rpc(RpcEvent::Cancelled {
-                        id: RequestId::from_raw(id),
-                        code: ErrorCode::TIMEOUT,
-                    })),
-                    inbound::Cancelled::Gone => {}
-                },
-                DeadlineKey::Message(id) => match self.messages.expire(id) {
-                    inbound::Cancelled::BeforeTaken { released, .. } => self.release(released, fx),
-                    inbound::Cancelled::Taken { .. } => {
-                        fx.emit(Event::Message(MessageEvent::Cancelled {
-                            id: MessageId::from_raw(id),
-                            code: ErrorCode::TIMEOUT,
-                        }))
-                    }
-                    inbound::Cancelled::Gone => {}
-                },
+                DeadlineKey::Request(id) => {
+                    let outcome = self.requests.expire(id);
+                    self.settle(PeerItem::Request(id), outcome, ErrorCode::TIMEOUT, fx);
+                }
+                DeadlineKey::Message(id) => {
+                    let outcome = self.messages.expire(id);
+                    self.settle(PeerItem::Message(id), outcome, ErrorCode::TIMEOUT, fx);
+                }
             }
         }
     }

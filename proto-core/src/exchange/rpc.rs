@@ -6,7 +6,7 @@ use core::time::Duration;
 use bytes::Bytes;
 
 use super::outbox::{OutHead, OutKind, Outgoing};
-use super::{DeadlineKey, Exchanges, Outbound};
+use super::{DeadlineKey, Exchanges};
 use crate::code::ErrorCode;
 use crate::codec::{Address, RequestHead, ResponseHead};
 use crate::conn::Connection;
@@ -70,32 +70,15 @@ impl Rpc<'_> {
     pub fn call(&mut self, now: Timestamp, call: Call) -> Result<RequestId, SendError> {
         let conn = &mut *self.conn;
         conn.check_can_send()?;
-        let peer = conn.peer_settings;
-        let ex = &mut conn.exchanges;
-        let max = Exchanges::max_send_body(&peer);
-        if call.body.len() > max {
-            return Err(SendError::TooLarge {
-                len: call.body.len(),
-                max,
-            });
-        }
-        let limit = peer.max_inflight_requests;
-        if ex.calls.entries.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-            ex.blocked = true;
-            return Err(SendError::Busy { limit });
-        }
-        ex.check_queue_room(call.body.len(), &conn.config)?;
-        let id = ex.calls.next_id;
-        ex.calls.next_id = id.saturating_add(1);
         let deadline = Exchanges::deadline(now, call.timeout);
-        ex.calls.entries.insert(
-            id,
-            Outbound {
-                deadline,
-                response: None,
-            },
-        );
-        ex.add_deadline(deadline, DeadlineKey::Call(id));
+        let ex = &mut conn.exchanges;
+        let id = ex.admit(
+            OutKind::Request,
+            call.body.len(),
+            Some(deadline),
+            &conn.peer_settings,
+            &conn.config,
+        )?;
         let total_len = u32::try_from(call.body.len()).unwrap_or(u32::MAX);
         ex.outbox.push(Outgoing {
             kind: OutKind::Request,
@@ -184,23 +167,5 @@ impl Rpc<'_> {
     /// Requests from the peer not yet answered (queued or taken).
     pub fn requests_pending(&self) -> usize {
         self.conn.exchanges.requests.len()
-    }
-}
-
-impl Exchanges {
-    /// `Blocked` when the send queue is full. A single body larger than the queue limit is
-    /// still accepted into an empty queue, so every allowed size can be sent.
-    pub(crate) fn check_queue_room(
-        &mut self,
-        len: usize,
-        config: &crate::Config,
-    ) -> Result<(), SendError> {
-        let queued = self.outbox.queued();
-        let after = queued.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
-        if queued > 0 && after > u64::from(config.exchange_send_buffer) {
-            self.blocked = true;
-            return Err(SendError::Blocked);
-        }
-        Ok(())
     }
 }
