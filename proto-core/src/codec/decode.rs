@@ -183,7 +183,7 @@ pub(crate) fn check_header(
 }
 
 /// Phase two: the fields of a complete payload.
-fn parse_payload(
+pub(crate) fn parse_payload(
     header: &FrameHeader,
     ty: FrameType,
     payload: Bytes,

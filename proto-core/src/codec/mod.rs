@@ -11,10 +11,11 @@
 
 mod decode;
 mod encode;
+mod framer;
 mod preface;
 mod reader;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 
 pub use decode::{DecodeError, DecodeLimits, decode_frame};
 pub use encode::Sink;
+pub(crate) use framer::Framer;
 pub(crate) use preface::HTTP_REJECTION;
 pub use preface::{ClientPreface, MAGIC, MAX_VERSIONS, PrefaceError, ServerPreface};
 

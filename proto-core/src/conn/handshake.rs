@@ -24,12 +24,12 @@ use crate::event::{Connected, Event};
 use crate::time::Timestamp;
 
 impl Connection {
-    /// Server: reads the client preface. Returns true if it consumed it.
-    pub(super) fn on_client_preface_bytes(&mut self, now: Timestamp) -> bool {
-        match ClientPreface::decode(&self.input) {
-            Ok(None) => false,
+    /// Server: reads the client preface from the bytes collected so far. Returns how many
+    /// it took once complete; `None` while incomplete or after a failure.
+    pub(super) fn on_client_preface_bytes(&mut self, now: Timestamp) -> Option<usize> {
+        match ClientPreface::decode(&self.preface) {
+            Ok(None) => None,
             Ok(Some((preface, used))) => {
-                let _ = self.input.split_to(used);
                 let selected = preface
                     .versions
                     .iter()
@@ -47,11 +47,11 @@ impl Connection {
                         theirs: preface.versions,
                     };
                     self.terminate(now, ConnectionError::Incompatible(error), true);
-                    return false;
+                    return None;
                 }
                 self.version = selected;
                 self.phase = Phase::AwaitHello;
-                true
+                Some(used)
             }
             Err(e) => {
                 if let PrefaceError::NotTether {
@@ -61,32 +61,32 @@ impl Connection {
                     self.raw_out.extend_from_slice(HTTP_REJECTION);
                 }
                 self.terminate(now, ConnectionError::Incompatible(preface_error(e)), true);
-                false
+                None
             }
         }
     }
 
-    /// Client: reads the server preface. Returns true if it consumed it.
-    pub(super) fn on_server_preface_bytes(&mut self, now: Timestamp) -> bool {
-        match ServerPreface::decode(&self.input) {
-            Ok(None) => false,
+    /// Client: reads the server preface from the bytes collected so far. Returns how many
+    /// it took once complete; `None` while incomplete or after a failure.
+    pub(super) fn on_server_preface_bytes(&mut self, now: Timestamp) -> Option<usize> {
+        match ServerPreface::decode(&self.preface) {
+            Ok(None) => None,
             Ok(Some((preface, used))) => {
-                let _ = self.input.split_to(used);
                 if !SUPPORTED_VERSIONS.contains(&preface.selected) {
                     let error = Incompatible::NoCommonVersion {
                         ours: SUPPORTED_VERSIONS.to_vec(),
                         theirs: preface.supported,
                     };
                     self.terminate(now, ConnectionError::Incompatible(error), false);
-                    return false;
+                    return None;
                 }
                 self.version = preface.selected;
                 self.phase = Phase::AwaitWelcome;
-                true
+                Some(used)
             }
             Err(e) => {
                 self.terminate(now, ConnectionError::Incompatible(preface_error(e)), false);
-                false
+                None
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use super::{Connection, Phase};
 use crate::budget::BudgetKind;
-use crate::codec::{DecodeLimits, Frame, decode_frame};
+use crate::codec::{DecodeLimits, Frame};
 use crate::error::{ConnectionError, ProtocolViolation};
 use crate::event::Event;
 use crate::time::Timestamp;
@@ -21,16 +21,9 @@ impl Connection {
         if take == 0 {
             return 0;
         }
-        self.input
-            .extend_from_slice(data.get(..take).unwrap_or_default());
         self.stats.bytes_in = self.stats.bytes_in.saturating_add(take as u64);
         self.last_received = now;
-        self.process_input(now);
-        if self.input.is_empty() {
-            // Give the allocation back: an idle connection should cost a few hundred bytes,
-            // not a whole input buffer.
-            self.input = bytes::BytesMut::new();
-        }
+        self.process_input(now, data.get(..take).unwrap_or_default());
         self.after_activity(now);
         take
     }
@@ -58,16 +51,25 @@ impl Connection {
         self.finished = true;
     }
 
-    fn process_input(&mut self, now: Timestamp) {
-        while self.phase != Phase::Closed && !self.input.is_empty() {
-            let progressed = match self.phase {
-                Phase::AwaitClientPreface => self.on_client_preface_bytes(now),
-                Phase::AwaitServerPreface => self.on_server_preface_bytes(now),
-                _ => self.decode_one(now),
-            };
-            if !progressed {
-                break;
-            }
+    fn process_input(&mut self, now: Timestamp, input: &[u8]) {
+        if !matches!(
+            self.phase,
+            Phase::AwaitClientPreface | Phase::AwaitServerPreface
+        ) {
+            self.process_frames(now, input);
+            return;
+        }
+        // The preface is a few dozen bytes: collect it, then hand what follows it to the
+        // framer.
+        self.preface.extend_from_slice(input);
+        let used = match self.phase {
+            Phase::AwaitClientPreface => self.on_client_preface_bytes(now),
+            _ => self.on_server_preface_bytes(now),
+        };
+        if let Some(used) = used {
+            let rest = self.preface.split_off(used.min(self.preface.len()));
+            self.preface = alloc::vec::Vec::new();
+            self.process_frames(now, &rest);
         }
     }
 
@@ -78,23 +80,23 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles one frame; false when more bytes are needed or the connection
-    /// failed.
-    fn decode_one(&mut self, now: Timestamp) -> bool {
+    /// Decodes and handles every complete frame in `input`, keeping an incomplete one.
+    fn process_frames(&mut self, now: Timestamp, mut input: &[u8]) {
         let limits = self.decode_limits();
-        match decode_frame(&mut self.input, limits) {
-            Ok(Some(frame)) => {
-                self.stats.frames_in = self.stats.frames_in.saturating_add(1);
-                if let Err(violation) = self.on_frame(now, frame) {
-                    self.fail(now, violation);
-                    return false;
+        while self.phase != Phase::Closed {
+            match self.framer.next_frame(&mut input, limits) {
+                Ok(Some(frame)) => {
+                    self.stats.frames_in = self.stats.frames_in.saturating_add(1);
+                    if let Err(violation) = self.on_frame(now, frame) {
+                        self.fail(now, violation);
+                        return;
+                    }
                 }
-                true
-            }
-            Ok(None) => false,
-            Err(e) => {
-                self.fail(now, ProtocolViolation::Decode(e));
-                false
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail(now, ProtocolViolation::Decode(e));
+                    return;
+                }
             }
         }
     }

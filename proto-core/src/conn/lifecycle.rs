@@ -336,7 +336,8 @@ impl Connection {
         // needed the peer is gone.
         self.streams.keep_only_readable();
         self.exchanges = Exchanges::new(&self.config);
-        self.input = bytes::BytesMut::new();
+        self.framer = crate::codec::Framer::default();
+        self.preface = alloc::vec::Vec::new();
         self.probe = None;
         self.error = Some(error.clone());
         self.fx.emit(Event::ConnectionLost(error));

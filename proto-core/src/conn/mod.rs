@@ -31,14 +31,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use lifecycle::TimerKind;
 
 use crate::budget::BudgetState;
 use crate::code::ErrorCode;
 use crate::codec::{
-    Address, ClientInfo, ClientPreface, Frame, GoAway, Hello, Registration, VERSION_1,
+    Address, ClientInfo, ClientPreface, Frame, Framer, GoAway, Hello, Registration, VERSION_1,
 };
 use crate::config::{Config, ConfigError, Settings};
 use crate::effects::Effects;
@@ -120,8 +120,10 @@ pub struct Connection {
     pub(crate) config: Config,
     pub(crate) peer_settings: Settings,
     phase: Phase,
-    /// Unparsed input.
-    input: BytesMut,
+    /// An incomplete frame received so far.
+    framer: Framer,
+    /// An incomplete preface received so far (at most a few dozen bytes).
+    preface: Vec<u8>,
     /// Bytes to send before any frame: prefaces, or the HTTP rejection.
     raw_out: Vec<u8>,
     created_at: Timestamp,
@@ -160,7 +162,8 @@ impl Connection {
             side,
             peer_settings: Settings::DEFAULT,
             phase,
-            input: BytesMut::new(),
+            framer: Framer::default(),
+            preface: Vec::new(),
             raw_out: Vec::new(),
             created_at: now,
             peer_hello: None,
@@ -307,12 +310,12 @@ impl Connection {
         if events_full || control_full {
             return 0;
         }
-        (self.config.max_input_buffer as usize).saturating_sub(self.input.len())
+        (self.config.max_input_buffer as usize).saturating_sub(self.buffered_input())
     }
 
-    /// Bytes of input received but not yet parsed (an incomplete frame).
+    /// Bytes of input received but not yet parsed (an incomplete frame or preface).
     pub fn buffered_input(&self) -> usize {
-        self.input.len()
+        self.framer.buffered().saturating_add(self.preface.len())
     }
 
     // ---- helpers shared by the views -------------------------------------------------

@@ -1,11 +1,9 @@
 //! Reassembly of a body sent in fragments.
 //!
-//! Fragments are kept as the `Bytes` they arrived in (no copy) and joined once, when the
-//! body is complete; a body that arrived in one frame is never copied at all. Memory is the
-//! bytes actually received, never the declared length, and those bytes were paid for with
-//! message credit.
-
-use alloc::vec::Vec;
+//! A body that arrives in one frame is kept as it arrived (no copy). A fragmented one is
+//! appended to a single growing buffer: memory follows the bytes actually received (at
+//! most twice them, by doubling), never the declared length, and those bytes were paid for
+//! with message credit; tiny fragments cost no per-fragment bookkeeping.
 
 use bytes::{Bytes, BytesMut};
 
@@ -16,7 +14,10 @@ pub(crate) type FragmentError = &'static str;
 pub(crate) struct Assembly {
     total: u32,
     received: u32,
-    parts: Vec<Bytes>,
+    /// The head's fragment, while it is the only one.
+    first: Option<Bytes>,
+    /// Everything received, once a second fragment arrived.
+    joined: BytesMut,
 }
 
 impl Assembly {
@@ -24,14 +25,11 @@ impl Assembly {
     /// no longer than `total`).
     pub(crate) fn new(total: u32, first: Bytes) -> Self {
         let received = u32::try_from(first.len()).unwrap_or(u32::MAX).min(total);
-        let mut parts = Vec::new();
-        if !first.is_empty() {
-            parts.push(first);
-        }
         Assembly {
             total,
             received,
-            parts,
+            first: Some(first),
+            joined: BytesMut::new(),
         }
     }
 
@@ -51,7 +49,10 @@ impl Assembly {
             return Err("MORE set on the fragment that completes the body");
         }
         self.received = received;
-        self.parts.push(fragment);
+        if let Some(first) = self.first.take() {
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(&fragment);
         Ok(())
     }
 
@@ -69,18 +70,11 @@ impl Assembly {
         self.total
     }
 
-    /// The whole body; copies only when it arrived in more than one fragment.
-    pub(crate) fn into_body(mut self) -> Bytes {
-        match self.parts.len() {
-            0 => Bytes::new(),
-            1 => self.parts.pop().unwrap_or_default(),
-            _ => {
-                let mut out = BytesMut::with_capacity(usize::try_from(self.received).unwrap_or(0));
-                for part in &self.parts {
-                    out.extend_from_slice(part);
-                }
-                out.freeze()
-            }
+    /// The whole body.
+    pub(crate) fn into_body(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => self.joined.freeze(),
         }
     }
 }

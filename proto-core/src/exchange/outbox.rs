@@ -51,28 +51,41 @@ pub(crate) struct Outgoing {
 impl OutHead {
     /// Encoded size of the head's fields, to size the first fragment.
     fn encoded_len(&self) -> usize {
-        let frame = self.frame(0, true, Bytes::new());
-        frame.payload_len()
+        // address (8 + 1 + name) + name length byte + name + timeout 4 + total 4
+        let addressed = |peer_name: usize, name: usize| {
+            8usize
+                .saturating_add(1)
+                .saturating_add(peer_name)
+                .saturating_add(1)
+                .saturating_add(name)
+                .saturating_add(8)
+        };
+        match self {
+            OutHead::Request(h) => addressed(h.address.peer_name.len(), h.method.len()),
+            OutHead::Message(h) => addressed(h.address.peer_name.len(), h.topic.len()),
+            // status 2 + total 4
+            OutHead::Response(_) => 6,
+        }
     }
 
-    fn frame(&self, id: u64, more: bool, body: Bytes) -> Frame {
+    fn into_frame(self, id: u64, more: bool, body: Bytes) -> Frame {
         match self {
             OutHead::Request(h) => Frame::Request {
                 id: RequestId::from_raw(id),
                 more,
-                head: Some(h.clone()),
+                head: Some(h),
                 body,
             },
             OutHead::Response(h) => Frame::Response {
                 id: RequestId::from_raw(id),
                 more,
-                head: Some(h.clone()),
+                head: Some(h),
                 body,
             },
             OutHead::Message(h) => Frame::Message {
                 id: MessageId::from_raw(id),
                 more,
-                head: Some(h.clone()),
+                head: Some(h),
                 body,
             },
         }
@@ -181,7 +194,7 @@ impl Outbox {
             let room = max_frame.saturating_sub(head.encoded_len());
             let fragment = self.take_fragment(&mut item, room);
             let more = !item.body.is_empty();
-            let frame = head.frame(item.id, more, fragment);
+            let frame = head.into_frame(item.id, more, fragment);
             if more {
                 self.active.push_back(item);
             }
@@ -255,6 +268,34 @@ mod tests {
             }))),
             body: Bytes::from_static(body),
             limited: true,
+        }
+    }
+
+    #[test]
+    fn head_lengths_match_the_encoder() {
+        let heads = [
+            request(1, b"x").head.unwrap(),
+            OutHead::Response(ResponseHead {
+                status: ErrorCode::OK,
+                total_len: 3,
+            }),
+            OutHead::Message(Box::new(MessageHead {
+                address: Address {
+                    peer_id: 9,
+                    peer_name: Name::from_static("svc").unwrap(),
+                },
+                topic: Name::from_static("topic").unwrap(),
+                ack_wanted: true,
+                timeout_ms: 5,
+                total_len: 0,
+            })),
+        ];
+        for head in heads {
+            let expected = head.encoded_len();
+            assert_eq!(
+                head.into_frame(1, false, Bytes::new()).payload_len(),
+                expected
+            );
         }
     }
 

@@ -128,13 +128,7 @@ impl StreamsState {
         fx: &mut Effects,
     ) -> Result<Option<Bytes>, ReadError> {
         let stream = self.map.get_mut(&id).ok_or(ReadError::Unknown)?;
-        if let Some(front) = stream.recv_buf.front_mut() {
-            let take = max.max(1).min(front.len());
-            let chunk = if take == front.len() {
-                stream.recv_buf.pop_front().unwrap_or_default()
-            } else {
-                front.split_to(take)
-            };
+        if let Some(chunk) = stream.recv_buf.take(max) {
             let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
             stream.recv_window.on_consume(n);
             if stream.recv == RecvState::Open
@@ -176,12 +170,7 @@ impl StreamsState {
 
     /// Bytes buffered and not yet read.
     pub(crate) fn readable(&self, id: StreamId) -> usize {
-        self.map.get(&id).map_or(0, |s| {
-            s.recv_buf
-                .iter()
-                .map(Bytes::len)
-                .fold(0usize, usize::saturating_add)
-        })
+        self.map.get(&id).map_or(0, |s| s.recv_buf.len())
     }
 
     /// Stops reading: buffered bytes are discarded and the peer is asked to reset its side.

@@ -9,6 +9,7 @@
 
 mod handle;
 mod io;
+mod recv_buffer;
 pub(crate) mod state;
 mod transmit;
 
@@ -18,6 +19,7 @@ use alloc::string::String;
 use bytes::Bytes;
 
 pub use handle::{IncomingStream, Stream};
+use recv_buffer::RecvBuffer;
 use state::{RecvInput, RecvState, SendInput, SendState, Transition};
 
 use crate::budget::BudgetKind;
@@ -59,7 +61,7 @@ pub(crate) struct StreamState {
     /// The code of a STOP from the peer, reported to later writes.
     pub(crate) stopped_by_peer: Option<ErrorCode>,
     pub(crate) recv: RecvState,
-    pub(crate) recv_buf: VecDeque<Bytes>,
+    pub(crate) recv_buf: RecvBuffer,
     pub(crate) recv_window: RecvWindow,
     /// The peer's RESET, reported to later reads.
     pub(crate) reset_by_peer: Option<(ErrorCode, String)>,
@@ -85,7 +87,7 @@ impl StreamState {
             send_credit: SendCredit::new(send_window),
             stopped_by_peer: None,
             recv: RecvState::Open,
-            recv_buf: VecDeque::new(),
+            recv_buf: RecvBuffer::default(),
             recv_window: RecvWindow::new(recv_window),
             reset_by_peer: None,
             readable_notified: false,
@@ -529,7 +531,7 @@ impl StreamsState {
             stream.recv_window.on_consume(len);
         } else {
             if !payload.is_empty() {
-                stream.recv_buf.push_back(payload);
+                stream.recv_buf.push(payload);
             }
             if !stream.readable_notified {
                 stream.readable_notified = true;
