@@ -10,6 +10,9 @@ use thiserror::Error;
 
 use crate::codec::{MAX_HANDSHAKE_PAYLOAD, MAX_MAX_FRAME_SIZE, MAX_WINDOW, MIN_MAX_FRAME_SIZE};
 
+/// The smallest stream or connection window a peer may advertise.
+pub const MIN_WINDOW: u32 = 1024;
+
 /// Setting ids on the wire (`docs/PROTOCOL.md#settings`).
 pub(crate) mod setting_id {
     pub(crate) const MAX_FRAME_SIZE: u16 = 1;
@@ -124,6 +127,15 @@ impl Settings {
         if u64::from(self.message_window) < crate::exchange::HEAD_CREDIT {
             return Err(SettingsError::MessageWindow(self.message_window));
         }
+        // Below this a receiver's grants are indistinguishable from a credit dribble.
+        for (name, value) in [
+            ("initial_stream_window", self.initial_stream_window),
+            ("connection_window", self.connection_window),
+        ] {
+            if value < MIN_WINDOW {
+                return Err(SettingsError::WindowTooSmall { name, value });
+            }
+        }
         Ok(())
     }
 }
@@ -143,6 +155,14 @@ pub enum SettingsError {
     /// A message window too small for even an empty request or message.
     #[error("message_window {0} is below the 256 bytes every request or message head costs")]
     MessageWindow(u32),
+    /// A stream or connection window below 1024 bytes.
+    #[error("{name} {value} is below the minimum window of 1024")]
+    WindowTooSmall {
+        /// Which window.
+        name: &'static str,
+        /// The value given.
+        value: u32,
+    },
     /// A window larger than 2^31 − 1.
     #[error("{name} {value} exceeds the maximum window 2^31-1")]
     Window {

@@ -24,6 +24,9 @@ pub(crate) enum Control {
     MaxStreams,
 }
 
+/// Queues that emptied give their allocation back when it held more entries than this.
+const SHRINK_ABOVE: usize = 64;
+
 /// Estimated encoded size of a computed credit frame.
 const CREDIT_FRAME_LEN: usize = crate::codec::HEADER_LEN + 8;
 
@@ -71,6 +74,11 @@ impl Effects {
 
     pub(crate) fn pop_control(&mut self) -> Option<Control> {
         let control = self.control.pop_front()?;
+        if self.control.is_empty() && self.control.capacity() > SHRINK_ABOVE {
+            // A burst (a flood we answered) must not keep its peak allocation for the
+            // connection's life.
+            self.control = VecDeque::new();
+        }
         let len = match &control {
             Control::Frame(frame) => frame.encoded_len(),
             _ => CREDIT_FRAME_LEN,
@@ -112,7 +120,11 @@ impl Effects {
     }
 
     pub(crate) fn pop_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > SHRINK_ABOVE {
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     pub(crate) fn pending_events(&self) -> usize {

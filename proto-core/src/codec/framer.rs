@@ -82,8 +82,12 @@ impl Framer {
                         *input = input.get(end..).unwrap_or_default();
                         return parse_payload(&header, ty, payload).map(Some);
                     }
-                    let mut payload = BytesMut::with_capacity(len);
-                    payload.extend_from_slice(input.get(HEADER_LEN..).unwrap_or_default());
+                    let mut payload = BytesMut::new();
+                    append_bounded(
+                        &mut payload,
+                        input.get(HEADER_LEN..).unwrap_or_default(),
+                        len,
+                    );
                     *input = &[];
                     self.partial = Partial::Payload {
                         header,
@@ -110,11 +114,10 @@ impl Framer {
                         return Ok(None);
                     };
                     let ty = check_header(&header, limits)?;
-                    let len = payload_len(&header, ty)?;
                     self.partial = Partial::Payload {
                         header,
                         ty,
-                        payload: BytesMut::with_capacity(len),
+                        payload: BytesMut::new(),
                     };
                 }
                 Partial::Payload {
@@ -122,7 +125,7 @@ impl Framer {
                 } => {
                     let len = usize::try_from(header.len).unwrap_or(usize::MAX);
                     let take = len.saturating_sub(payload.len()).min(input.len());
-                    payload.extend_from_slice(input.get(..take).unwrap_or_default());
+                    append_bounded(payload, input.get(..take).unwrap_or_default(), len);
                     *input = input.get(take..).unwrap_or_default();
                     if payload.len() < len {
                         return Ok(None);
@@ -140,6 +143,23 @@ impl Framer {
             }
         }
     }
+}
+
+/// Appends `data`, growing the buffer by doubling but never beyond `limit` bytes of
+/// capacity, so a straddling payload costs at most about twice what arrived of it.
+fn append_bounded(buf: &mut BytesMut, data: &[u8], limit: usize) {
+    let needed = buf.len().saturating_add(data.len());
+    if needed > buf.capacity() {
+        let grown = buf
+            .capacity()
+            .saturating_mul(2)
+            .max(needed)
+            .min(limit.max(needed));
+        let mut bigger = BytesMut::with_capacity(grown);
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
 }
 
 fn payload_len(header: &FrameHeader, ty: FrameType) -> Result<usize, DecodeError> {
@@ -203,6 +223,40 @@ mod tests {
             framer.next_frame(&mut input, DecodeLimits::default()),
             Err(DecodeError::FrameTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_header_alone_allocates_nothing_and_a_payload_grows_with_what_arrived() {
+        let mut framer = Framer::default();
+        let mut wire = Vec::new();
+        Frame::Data {
+            id: crate::StreamId::from_raw(1),
+            fin: false,
+            payload: Bytes::from(alloc::vec![5u8; 60_000]),
+        }
+        .encode(&mut wire)
+        .unwrap();
+        assert!(run(&mut framer, &wire[..HEADER_LEN]).is_empty());
+        let Partial::Payload { payload, .. } = &framer.partial else {
+            panic!("header complete")
+        };
+        assert_eq!(payload.capacity(), 0, "nothing reserved for a claim");
+        assert!(run(&mut framer, &wire[HEADER_LEN..HEADER_LEN + 100]).is_empty());
+        let Partial::Payload { payload, .. } = &framer.partial else {
+            panic!()
+        };
+        assert!(payload.capacity() < 1000);
+        let mut got = Vec::new();
+        for chunk in wire[HEADER_LEN + 100..].chunks(777) {
+            if let Partial::Payload { payload, .. } = &framer.partial {
+                assert!(
+                    payload.capacity() <= 60_000,
+                    "never beyond the declared length"
+                );
+            }
+            got.extend(run(&mut framer, chunk));
+        }
+        assert_eq!(got.len(), 1);
     }
 
     #[test]

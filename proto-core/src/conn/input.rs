@@ -21,11 +21,12 @@ impl Connection {
         if take == 0 {
             return 0;
         }
-        self.stats.bytes_in = self.stats.bytes_in.saturating_add(take as u64);
         self.last_received = now;
-        self.process_input(now, data.get(..take).unwrap_or_default());
+        let left = self.process_input(now, data.get(..take).unwrap_or_default());
+        let taken = take.saturating_sub(left);
+        self.stats.bytes_in = self.stats.bytes_in.saturating_add(taken as u64);
         self.after_activity(now);
-        take
+        taken
     }
 
     /// The transport reached end of input (the peer closed its side, or the read failed).
@@ -51,26 +52,29 @@ impl Connection {
         self.finished = true;
     }
 
-    fn process_input(&mut self, now: Timestamp, input: &[u8]) {
+    /// Processes `input`; returns how many bytes at its end were left for the driver to
+    /// offer again (because replies or events backed up).
+    fn process_input(&mut self, now: Timestamp, input: &[u8]) -> usize {
         if !matches!(
             self.phase,
             Phase::AwaitClientPreface | Phase::AwaitServerPreface
         ) {
-            self.process_frames(now, input);
-            return;
+            return self.process_frames(now, input);
         }
-        // The preface is a few dozen bytes: collect it, then hand what follows it to the
-        // framer.
+        // The preface is a few dozen bytes: collect it, then frame what follows it straight
+        // from the caller's slice.
+        let before = self.preface.len();
         self.preface.extend_from_slice(input);
         let used = match self.phase {
             Phase::AwaitClientPreface => self.on_client_preface_bytes(now),
             _ => self.on_server_preface_bytes(now),
         };
-        if let Some(used) = used {
-            let rest = self.preface.split_off(used.min(self.preface.len()));
-            self.preface = alloc::vec::Vec::new();
-            self.process_frames(now, &rest);
-        }
+        let Some(used) = used else {
+            return 0;
+        };
+        self.preface = alloc::vec::Vec::new();
+        let from_input = used.saturating_sub(before);
+        self.process_frames(now, input.get(from_input..).unwrap_or_default())
     }
 
     fn decode_limits(&self) -> DecodeLimits {
@@ -80,8 +84,11 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles every complete frame in `input`, keeping an incomplete one.
-    fn process_frames(&mut self, now: Timestamp, mut input: &[u8]) {
+    /// Decodes and handles the frames in `input`, keeping an incomplete one. Stops early,
+    /// between frames, once our replies or events back up past their thresholds (the peer
+    /// is not reading, or the application is not keeping up), and returns how many bytes it
+    /// left: they stay with the driver instead of turning into more queued output.
+    fn process_frames(&mut self, now: Timestamp, mut input: &[u8]) -> usize {
         let limits = self.decode_limits();
         while self.phase != Phase::Closed {
             match self.framer.next_frame(&mut input, limits) {
@@ -89,16 +96,20 @@ impl Connection {
                     self.stats.frames_in = self.stats.frames_in.saturating_add(1);
                     if let Err(violation) = self.on_frame(now, frame) {
                         self.fail(now, violation);
-                        return;
+                        return 0;
+                    }
+                    if self.backlogged() {
+                        return input.len();
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => return 0,
                 Err(e) => {
                     self.fail(now, ProtocolViolation::Decode(e));
-                    return;
+                    return 0;
                 }
             }
         }
+        0
     }
 
     fn on_frame(&mut self, now: Timestamp, frame: Frame) -> Result<(), ProtocolViolation> {

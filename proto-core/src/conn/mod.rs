@@ -305,12 +305,16 @@ impl Connection {
         if self.phase == Phase::Closed {
             return 0;
         }
-        let events_full = self.fx.pending_events() >= self.config.max_pending_events as usize;
-        let control_full = self.fx.control_bytes() >= self.config.max_pending_control as usize;
-        if events_full || control_full {
+        if self.backlogged() {
             return 0;
         }
         (self.config.max_input_buffer as usize).saturating_sub(self.buffered_input())
+    }
+
+    /// True while replies or events wait beyond their thresholds: take no more input.
+    pub(crate) fn backlogged(&self) -> bool {
+        self.fx.pending_events() >= self.config.max_pending_events as usize
+            || self.fx.control_bytes() >= self.config.max_pending_control as usize
     }
 
     /// Bytes of input received but not yet parsed (an incomplete frame or preface).
