@@ -434,12 +434,8 @@ fn request_and_message_ids_out_of_order_are_protocol_errors() {
         expected,
         got,
     };
-    expect(
-        Config::default(),
-        &[],
-        request(2, 10),
-        out_of_order("request", 1, 2),
-    );
+    // Ids only grow; gaps are allowed (a sender may cancel an item before sending it),
+    // a repeated or lower id is not.
     expect(
         Config::default(),
         &[request(1, 10)],
@@ -448,9 +444,15 @@ fn request_and_message_ids_out_of_order_are_protocol_errors() {
     );
     expect(
         Config::default(),
-        &[message(1, false, 10)],
-        message(3, false, 10),
-        out_of_order("message", 2, 3),
+        &[request(1, 10), request(5, 10)],
+        request(3, 10),
+        out_of_order("request", 6, 3),
+    );
+    expect(
+        Config::default(),
+        &[message(1, false, 10), message(3, false, 10)],
+        message(2, false, 10),
+        out_of_order("message", 4, 2),
     );
 }
 

@@ -412,3 +412,65 @@ fn bytes_received_before_the_end_stay_readable() {
         Some(StreamError::Closed)
     );
 }
+
+#[test]
+fn work_arriving_after_our_goaway_is_dropped_without_replies() {
+    let mut pair = Pair::connected();
+    let now = pair.now;
+    // The server keeps one call of its own in flight, so the drain lasts.
+    pair.server
+        .conn
+        .rpc()
+        .call(now, Call::new(name("keep"), Bytes::new()))
+        .unwrap();
+    pair.drive();
+    let held = pair.client.conn.rpc().next_request().unwrap();
+    pair.server
+        .conn
+        .go_away(now, ErrorCode::GOING_AWAY, "draining");
+    // The client has not seen the GOAWAY yet (nothing reaches it) and sends new work.
+    pair.client.stalled = true;
+    pair.drive();
+    let frames_before = pair.server.conn.stats().frames_out;
+    let mut late = Vec::new();
+    for _ in 0..200 {
+        late.push(
+            pair.client
+                .conn
+                .rpc()
+                .call(now, Call::new(name("late"), Bytes::new()))
+                .unwrap(),
+        );
+    }
+    pair.drive();
+    // No reply per late call (at most a credit update or two): the GOAWAY, already on its
+    // way, tells the client they were not processed.
+    let sent = pair.server.conn.stats().frames_out - frames_before;
+    assert!(sent <= 2, "{sent} frames answered 200 late calls");
+    assert_eq!(pair.server.conn.rpc().next_request(), None);
+    pair.client.stalled = false;
+    pair.drive();
+    let failed = pair
+        .client
+        .take_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Rpc(RpcEvent::Failed {
+                    code: ErrorCode::GOING_AWAY,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(failed, late.len());
+    pair.client
+        .conn
+        .rpc()
+        .respond(held.id, ErrorCode::OK, Bytes::new())
+        .unwrap();
+    pair.drive();
+    assert!(pair.server.conn.is_finished() && pair.client.conn.is_finished());
+    assert_no_violation(&pair);
+}

@@ -608,3 +608,34 @@ fn a_call_timing_out_mid_response_gives_the_response_credit_back() {
     );
     assert_no_violation(&pair);
 }
+
+#[test]
+fn ids_skipped_by_calls_cancelled_before_they_were_sent_are_fine() {
+    let mut pair = Pair::connected();
+    let skipped = call(&mut pair, "never-sent", Bytes::new(), None);
+    assert!(pair.client.conn.rpc().cancel(skipped));
+    let now = pair.now;
+    let mut p = Publish::new(name("t"), Bytes::new());
+    let dropped = pair.client.conn.messages().publish(now, p.clone()).unwrap();
+    assert!(pair.client.conn.messages().cancel(dropped));
+    let id = call(&mut pair, "sent", Bytes::from_static(b"x"), None);
+    p.ack = false;
+    pair.client.conn.messages().publish(now, p).unwrap();
+    pair.drive();
+    let req = pair
+        .server
+        .conn
+        .rpc()
+        .next_request()
+        .expect("the next id, after a gap, is accepted");
+    assert_eq!(req.method, "sent");
+    assert!(pair.server.conn.messages().next_message().is_some());
+    pair.server
+        .conn
+        .rpc()
+        .respond(req.id, ErrorCode::OK, Bytes::new())
+        .unwrap();
+    pair.drive();
+    assert!(response(&mut pair, id).is_some());
+    assert_no_violation(&pair);
+}

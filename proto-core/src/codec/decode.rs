@@ -153,7 +153,11 @@ pub(crate) fn check_header(
     limits: DecodeLimits,
 ) -> Result<FrameType, DecodeError> {
     let ty = FrameType::from_wire(header.ty).ok_or(DecodeError::UnknownFrameType(header.ty))?;
-    if header.flags & !ty.allowed_flags() != 0 {
+    // ACK_WANTED belongs on a message head, never on a continuation.
+    let bad_combination = ty == FrameType::Message
+        && header.flags & flags::CONT != 0
+        && header.flags & flags::ACK_WANTED != 0;
+    if header.flags & !ty.allowed_flags() != 0 || bad_combination {
         return Err(DecodeError::InvalidFlags {
             ty,
             flags: header.flags,

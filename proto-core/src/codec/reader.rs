@@ -90,7 +90,16 @@ impl Reader {
             });
         }
         let raw = self.bytes(n)?;
-        Ok(String::from_utf8_lossy(&raw).into_owned())
+        let mut text = String::from_utf8_lossy(&raw).into_owned();
+        // Replacement characters take three bytes each: keep the limit after replacing.
+        if text.len() > MAX_TEXT_LEN {
+            let mut end = MAX_TEXT_LEN;
+            while !text.is_char_boundary(end) {
+                end = end.saturating_sub(1);
+            }
+            text.truncate(end);
+        }
+        Ok(text)
     }
 
     /// Everything left.

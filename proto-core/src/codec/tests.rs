@@ -453,3 +453,32 @@ fn texts_are_truncated_at_a_char_boundary_when_encoding() {
     assert_eq!(reason.len(), 4096);
     assert!(reason.chars().all(|c| c == 'é'));
 }
+
+#[test]
+fn ack_wanted_on_a_continuation_is_rejected_from_the_header() {
+    let mut buf = header(100, 0x30, flags::CONT | flags::ACK_WANTED, 1);
+    assert_eq!(
+        decode_frame(&mut buf, DecodeLimits::default()),
+        Err(DecodeError::InvalidFlags {
+            ty: FrameType::Message,
+            flags: flags::CONT | flags::ACK_WANTED
+        })
+    );
+}
+
+#[test]
+fn decoded_texts_stay_within_the_limit_after_replacing_invalid_utf8() {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&9u16.to_be_bytes());
+    payload.extend_from_slice(&4096u16.to_be_bytes());
+    payload.extend_from_slice(&[0xff; 4096]);
+    let mut buf = header(payload.len() as u32, 0x13, 0, 1);
+    buf.extend_from_slice(&payload);
+    let Some(Frame::Reset { reason, .. }) =
+        decode_frame(&mut buf, DecodeLimits::default()).unwrap()
+    else {
+        panic!("not a reset")
+    };
+    assert!(reason.len() <= MAX_TEXT_LEN);
+    assert!(reason.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+}

@@ -73,8 +73,6 @@ pub(crate) struct Outcome {
     pub(crate) notify: bool,
     /// Message credit to return now (bytes dropped on arrival).
     pub(crate) release: u64,
-    /// Refused because we are going away; the caller sends the refusal.
-    pub(crate) refused: bool,
 }
 
 /// What a cancel or expiry found.
@@ -218,8 +216,10 @@ impl<H: InboundHead> InboundTable<H> {
             });
         };
 
+        // Ids only grow. They may skip: a sender that cancels (or times out) an item before
+        // any of it went out never sends its id.
         let expected = self.last_id.saturating_add(1);
-        if id != expected {
+        if id < expected {
             return Err(ProtocolViolation::IdOutOfOrder {
                 kind: self.kind,
                 expected,
@@ -230,9 +230,10 @@ impl<H: InboundHead> InboundTable<H> {
         let cost = HEAD_CREDIT.saturating_add(len);
         charge(window, cost)?;
         if self.refuse_above.is_some_and(|last| id > last) {
+            // Sent before the peer saw our GOAWAY, which already told it this id will not be
+            // processed: drop it without a reply (replies here could be made to pile up).
             return Ok(Outcome {
                 release: cost,
-                refused: true,
                 ..Outcome::default()
             });
         }

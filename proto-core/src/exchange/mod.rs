@@ -311,18 +311,6 @@ impl Exchanges {
         if outcome.notify {
             cx.fx.emit(Event::IncomingRequests);
         }
-        if outcome.refused {
-            self.outbox.push(outbox::Outgoing {
-                kind: OutKind::Response,
-                id: id.raw(),
-                head: Some(outbox::OutHead::Response(ResponseHead {
-                    status: ErrorCode::GOING_AWAY,
-                    total_len: 0,
-                })),
-                body: Bytes::new(),
-                limited: false,
-            });
-        }
         Ok(())
     }
 
@@ -334,7 +322,6 @@ impl Exchanges {
         body: Bytes,
         cx: &mut Context<'_>,
     ) -> Result<(), ProtocolViolation> {
-        let ack_wanted = head.as_ref().is_some_and(|h| h.ack_wanted);
         let limit = cx.config.settings.max_inflight_messages;
         let outcome = self.messages.on_fragment(
             id.raw(),
@@ -348,13 +335,6 @@ impl Exchanges {
         self.after_inbound(&outcome, DeadlineKey::Message(id.raw()), cx.fx);
         if outcome.notify {
             cx.fx.emit(Event::IncomingMessages);
-        }
-        if outcome.refused && ack_wanted {
-            cx.fx.push_frame(Frame::Ack {
-                id,
-                code: ErrorCode::GOING_AWAY,
-                text: String::from("the receiver is going away"),
-            });
         }
         Ok(())
     }

@@ -66,9 +66,13 @@ impl StreamsState {
         }
         self.next_remote = self.next_remote.saturating_add(1);
         self.last_remote_id = id.raw();
-        let refusal = if self.refuse_above.is_some_and(|last| id.raw() > last) {
-            Some((ErrorCode::GOING_AWAY, "the connection is going away"))
-        } else if self.pending_accept >= cx.config.max_pending_accept {
+        if self.refuse_above.is_some_and(|last| id.raw() > last) {
+            // Opened before the peer saw our GOAWAY, which already told it this stream will
+            // not be processed: forget it without a reply.
+            self.on_remote_closed(cx.fx);
+            return Ok(());
+        }
+        let refusal = if self.pending_accept >= cx.config.max_pending_accept {
             cx.spend(BudgetKind::LocalResets)?;
             Some((
                 ErrorCode::REFUSED,

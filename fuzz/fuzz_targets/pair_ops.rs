@@ -1,0 +1,4 @@
+//! Fuzz target: see `proto_core::testing::fuzz::pair_ops` for the input format and invariants.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| proto_core::testing::fuzz::pair_ops(data));
