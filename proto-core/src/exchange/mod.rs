@@ -307,10 +307,12 @@ impl Exchanges {
             cx,
             &mut self.recv_window,
         )?;
-        self.after_inbound(&outcome, DeadlineKey::Request(id.raw()), cx.fx);
-        if outcome.notify {
-            cx.fx.emit(Event::IncomingRequests);
-        }
+        self.after_inbound(
+            &outcome,
+            DeadlineKey::Request(id.raw()),
+            Event::IncomingRequests,
+            cx.fx,
+        );
         Ok(())
     }
 
@@ -332,14 +334,27 @@ impl Exchanges {
             cx,
             &mut self.recv_window,
         )?;
-        self.after_inbound(&outcome, DeadlineKey::Message(id.raw()), cx.fx);
-        if outcome.notify {
-            cx.fx.emit(Event::IncomingMessages);
-        }
+        self.after_inbound(
+            &outcome,
+            DeadlineKey::Message(id.raw()),
+            Event::IncomingMessages,
+            cx.fx,
+        );
         Ok(())
     }
 
-    fn after_inbound(&mut self, outcome: &inbound::Outcome, key: DeadlineKey, fx: &mut Effects) {
+    /// Applies what handling a request or message fragment asked for: arm its deadline,
+    /// return credit for dropped bytes, announce a newly non-empty inbox with `incoming`.
+    fn after_inbound(
+        &mut self,
+        outcome: &inbound::Outcome,
+        key: DeadlineKey,
+        incoming: Event,
+        fx: &mut Effects,
+    ) {
+        if outcome.notify {
+            fx.emit(incoming);
+        }
         self.add_deadline(outcome.deadline, key);
         if outcome.release > 0 {
             self.release(outcome.release, fx);
