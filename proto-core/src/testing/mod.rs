@@ -13,7 +13,6 @@
 
 pub mod fuzz;
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -116,9 +115,9 @@ pub struct Pair {
     /// How deliveries are split.
     pub chunking: Chunking,
     /// Bytes in flight client → server.
-    c2s: VecDeque<u8>,
+    c2s: Pipe,
     /// Bytes in flight server → client.
-    s2c: VecDeque<u8>,
+    s2c: Pipe,
     rng: Rng,
     /// Accept every handshake with this, if set.
     pub auto_accept: Option<HandshakeAccept>,
@@ -140,8 +139,8 @@ impl Pair {
             server: End::new(server),
             now,
             chunking: Chunking::Whole,
-            c2s: VecDeque::new(),
-            s2c: VecDeque::new(),
+            c2s: Pipe::default(),
+            s2c: Pipe::default(),
             rng: Rng::new(0x5eed),
             auto_accept: Some(HandshakeAccept {
                 assigned_id: 1,
@@ -269,11 +268,54 @@ impl Pair {
     }
 }
 
-fn transmit(end: &mut End, now: Timestamp, pipe: &mut VecDeque<u8>) -> bool {
+/// Bytes in flight in one direction: appended at the back, taken from the front as slices,
+/// so moving megabytes costs a `memcpy`, not a loop per byte.
+#[derive(Debug, Default)]
+struct Pipe {
+    buf: Vec<u8>,
+    head: usize,
+}
+
+impl Pipe {
+    fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn front(&self, n: usize) -> &[u8] {
+        &self.buf[self.head..self.head + n]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.head = 0;
+    }
+}
+
+fn transmit(end: &mut End, now: Timestamp, pipe: &mut Pipe) -> bool {
     let added = end.conn.poll_transmit(now, &mut end.out);
     let mut moved = false;
     for chunk in end.out.chunks() {
-        pipe.extend(chunk.iter().copied());
+        pipe.push(chunk);
         moved = true;
     }
     let n = end.out.len();
@@ -282,7 +324,7 @@ fn transmit(end: &mut End, now: Timestamp, pipe: &mut VecDeque<u8>) -> bool {
 }
 
 fn deliver(
-    pipe: &mut VecDeque<u8>,
+    pipe: &mut Pipe,
     to: &mut End,
     now: Timestamp,
     chunking: Chunking,
@@ -292,7 +334,6 @@ fn deliver(
         return false;
     }
     let mut progress = false;
-    let mut scratch = Vec::new();
     while !pipe.is_empty() {
         let want = match chunking {
             Chunking::Whole => pipe.len(),
@@ -303,10 +344,8 @@ fn deliver(
         if n == 0 {
             break;
         }
-        scratch.clear();
-        scratch.extend(pipe.iter().take(n).copied());
-        let taken = to.conn.handle_input(now, &scratch);
-        pipe.drain(..taken);
+        let taken = to.conn.handle_input(now, pipe.front(n));
+        pipe.consume(taken);
         progress |= taken > 0;
         if taken < n {
             break;
@@ -320,7 +359,7 @@ fn deliver(
     progress
 }
 
-fn close_transport(from: &Connection, pipe: &VecDeque<u8>, to: &mut End, now: Timestamp) -> bool {
+fn close_transport(from: &Connection, pipe: &Pipe, to: &mut End, now: Timestamp) -> bool {
     if !from.is_finished() || !pipe.is_empty() || to.stalled || to.eof_delivered {
         return false;
     }
