@@ -68,10 +68,11 @@ fn rapid_reset_is_cut_off_at_the_peer_resets_budget_and_never_reaches_the_applic
     let after_close = live_heap() - heap0;
     assert!(after_close < 32 * 1024, "after close: {after_close}");
     drop(v);
-    let leaked = live_heap() - baseline;
-    // A few bytes of slack: libtest's own thread may print a result meanwhile.
+    let leaked = settled_heap() - baseline;
+    // Slack for libtest's own thread, which records other tests' results meanwhile. A real
+    // leak of the reset streams would be at least ~100 B for each of the 100 pairs.
     assert!(
-        leaked < 1024,
+        leaked < 4096,
         "{leaked} B outlived the connection (after close: {after_close})"
     );
     report("rapid reset", pairs, peak);

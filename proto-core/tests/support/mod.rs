@@ -36,6 +36,18 @@ pub(crate) fn live_heap() -> i64 {
     s.bytes_allocated as i64 - s.bytes_deallocated as i64
 }
 
+/// Live heap bytes once other threads are quiet: the smallest of several samples over
+/// about 50 ms. libtest's main thread allocates while it collects other tests' results,
+/// which a single sample can catch in the middle.
+pub(crate) fn settled_heap() -> i64 {
+    let mut least = live_heap();
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        least = least.min(live_heap());
+    }
+    least
+}
+
 /// Cumulative bytes ever allocated (never decreases): a jump shows an allocation even if it
 /// was freed again before we looked.
 pub(crate) fn total_allocated() -> u64 {
