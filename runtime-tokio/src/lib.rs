@@ -1,4 +1,217 @@
-//! Drives `proto-core` on tokio: the async service and edge SDK and the connection driver the gateway uses.
-//!
-//! This crate is an empty workspace member until its issue (#3) lands; it holds no code
-//! yet so that nothing here pretends to work.
+//! The Tether SDK on tokio. Placeholder docs.
+
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+pub use tether_sdk::*;
+
+/// Spawning and timers on a tokio runtime.
+#[derive(Clone)]
+pub struct TokioRuntime {
+    handle: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for TokioRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokioRuntime")
+    }
+}
+
+impl TokioRuntime {
+    /// The runtime this is called from.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn current() -> TokioRuntime {
+        TokioRuntime {
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// A runtime from an explicit handle.
+    pub fn from_handle(handle: tokio::runtime::Handle) -> TokioRuntime {
+        TokioRuntime { handle }
+    }
+}
+
+impl runtime::Runtime for TokioRuntime {
+    fn spawn(&self, future: runtime::BoxFuture<()>) {
+        self.handle.spawn(future);
+    }
+
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn runtime::Timer>> {
+        Box::pin(TokioTimer(Box::pin(tokio::time::sleep_until(deadline.into()))))
+    }
+}
+
+/// The tokio runtime this is called from, as the SDK takes it.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+pub fn runtime() -> Arc<dyn runtime::Runtime> {
+    Arc::new(TokioRuntime::current())
+}
+
+#[derive(Debug)]
+struct TokioTimer(Pin<Box<tokio::time::Sleep>>);
+
+impl runtime::Timer for TokioTimer {
+    fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+        if self.0.deadline() != deadline.into() {
+            self.0.as_mut().reset(deadline.into());
+        }
+    }
+
+    fn poll_elapsed(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+use std::future::Future;
+
+/// Any tokio byte stream (TCP, TLS, a `tokio::io::duplex` pipe) as a transport.
+pub struct TokioTransport<T> {
+    io: T,
+    peer_addr: Option<SocketAddr>,
+}
+
+impl<T> TokioTransport<T> {
+    /// Wraps `io`, which has no peer address.
+    pub fn new(io: T) -> Self {
+        TokioTransport {
+            io,
+            peer_addr: None,
+        }
+    }
+
+    /// Wraps `io` with a known peer address.
+    pub fn with_peer_addr(io: T, peer_addr: SocketAddr) -> Self {
+        TokioTransport {
+            io,
+            peer_addr: Some(peer_addr),
+        }
+    }
+}
+
+impl<T> runtime::Transport for TokioTransport<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+}
+
+/// A TCP stream as a transport (with `TCP_NODELAY`: the core batches frames itself).
+pub fn tcp_transport(stream: TcpStream) -> runtime::BoxTransport {
+    let _ = stream.set_nodelay(true);
+    match stream.peer_addr() {
+        Ok(addr) => Box::pin(TokioTransport::with_peer_addr(stream, addr)),
+        Err(_) => Box::pin(TokioTransport::new(stream)),
+    }
+}
+
+/// Any tokio byte stream as a transport.
+pub fn transport<T>(io: T) -> runtime::BoxTransport
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(TokioTransport::new(io))
+}
+
+/// A dialer that connects over TCP to `addr` (resolved again on every dial, so a DNS
+/// change is picked up on reconnect).
+pub fn tcp_dialer<A>(addr: A) -> runtime::Dialer
+where
+    A: ToSocketAddrs + Clone + Send + Sync + 'static,
+{
+    runtime::dialer(move || {
+        let addr = addr.clone();
+        async move { Ok(tcp_transport(TcpStream::connect(addr).await?)) }
+    })
+}
+
+/// Starts a [`ServiceBuilder`] or [`EdgeBuilder`] on the current tokio runtime.
+pub trait ConnectExt {
+    /// What starting produces: a [`Service`] or an [`Edge`].
+    type Client;
+
+    /// Starts the client, connecting over TCP to `addr` (in the background, reconnecting
+    /// as configured). Fails only on invalid names.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    fn connect<A>(self, addr: A) -> Result<Self::Client, Error>
+    where
+        A: ToSocketAddrs + Clone + Send + Sync + 'static;
+
+    /// Starts the client with a custom dialer (TLS, WebSocket, a test pipe, ...).
+    fn connect_with(self, dialer: runtime::Dialer) -> Result<Self::Client, Error>;
+}
+
+impl ConnectExt for ServiceBuilder {
+    type Client = Service;
+
+    fn connect<A>(self, addr: A) -> Result<Service, Error>
+    where
+        A: ToSocketAddrs + Clone + Send + Sync + 'static,
+    {
+        self.start(runtime(), tcp_dialer(addr))
+    }
+
+    fn connect_with(self, dialer: runtime::Dialer) -> Result<Service, Error> {
+        self.start(runtime(), dialer)
+    }
+}
+
+impl ConnectExt for EdgeBuilder {
+    type Client = Edge;
+
+    fn connect<A>(self, addr: A) -> Result<Edge, Error>
+    where
+        A: ToSocketAddrs + Clone + Send + Sync + 'static,
+    {
+        self.start(runtime(), tcp_dialer(addr))
+    }
+
+    fn connect_with(self, dialer: runtime::Dialer) -> Result<Edge, Error> {
+        self.start(runtime(), dialer)
+    }
+}

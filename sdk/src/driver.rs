@@ -1,0 +1,256 @@
+//! The task that moves one connection's bytes: transport → core → transport, plus its one
+//! timer. Written once for every runtime (see [`crate::runtime`]).
+//!
+//! Each wake-up does a bounded amount of work (firezone's event-loop budget), then yields,
+//! so a fast peer cannot starve the other tasks of the runtime.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use proto_core::ErrorCode;
+use proto_core::transmit::TransmitBuf;
+
+use crate::runtime::{BoxTransport, Timer};
+use crate::state::Shared;
+
+/// Rounds of read / process / write per wake-up before the driver yields.
+const ROUNDS_PER_WAKE: usize = 16;
+
+/// Most slices handed to one vectored write.
+const MAX_IO_SLICES: usize = 64;
+
+/// Driver settings that the core does not know about: they concern the transport.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Bytes read from the transport at a time (default 64 KiB). The core's
+    /// `max_input_buffer` bounds it further.
+    pub read_chunk: usize,
+    /// Close the connection with `WRITE_STALL` when output is waiting and the transport
+    /// has taken nothing for this long: the peer stopped reading (default 30 s).
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            read_chunk: 64 * 1024,
+            write_stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The future a runtime spawns for each connection.
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    transport: BoxTransport,
+    config: DriverConfig,
+    /// Bytes read but not yet taken by the core (it may take less than it was offered).
+    input: Vec<u8>,
+    input_start: usize,
+    input_end: usize,
+    output: TransmitBuf,
+    timer: Pin<Box<dyn Timer>>,
+    read_closed: bool,
+    /// Since when output has been waiting without the transport taking any.
+    stalled_since: Option<Instant>,
+    /// Once the core is finished: until when we still try to flush the last bytes.
+    linger_until: Option<Instant>,
+}
+
+impl Driver {
+    pub(crate) fn new(shared: Arc<Shared>, transport: BoxTransport, config: DriverConfig) -> Self {
+        let timer = shared.runtime.new_timer(Instant::now());
+        Driver {
+            shared,
+            transport,
+            input: vec![0; config.read_chunk.max(1)],
+            config,
+            input_start: 0,
+            input_end: 0,
+            output: TransmitBuf::new(),
+            timer,
+            read_closed: false,
+            stalled_since: None,
+            linger_until: None,
+        }
+    }
+
+    /// One round: feed input, dispatch events, collect output. Returns whether the core
+    /// is finished, its input capacity and its next deadline.
+    fn process(&mut self, cx: &mut Context<'_>) -> (bool, usize, Option<Instant>, bool) {
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.lock();
+        state.set_driver_waker(cx.waker());
+        let now = shared.now();
+        let mut progress = false;
+        if self.input_start < self.input_end {
+            let taken = state
+                .core
+                .handle_input(now, &self.input[self.input_start..self.input_end]);
+            self.input_start += taken;
+            progress |= taken > 0;
+        }
+        state.dispatch_events();
+        if self.output.len() < self.output.soft_limit() {
+            progress |= state.core.poll_transmit(now, &mut self.output) > 0;
+        }
+        // Handles may have been woken above and queued more; they wake us again.
+        let deadline = state.core.poll_timeout().map(|(at, _)| shared.instant(at));
+        (
+            state.core.is_finished(),
+            state.core.input_capacity(),
+            deadline,
+            progress,
+        )
+    }
+
+    /// Writes as much output as the transport takes. Returns whether any was written.
+    fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut wrote = false;
+        while !self.output.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .output
+                .chunks()
+                .take(MAX_IO_SLICES)
+                .map(IoSlice::new)
+                .collect();
+            match self.transport.as_mut().poll_write_vectored(cx, &slices) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.on_transport_failed();
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.output.advance(n);
+                    wrote = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if wrote {
+            self.stalled_since = None;
+            // TCP ignores this; TLS and WebSocket transports need it to send a record.
+            if let Poll::Ready(Err(_)) = self.transport.as_mut().poll_flush(cx) {
+                self.on_transport_failed();
+            }
+        } else if !self.output.is_empty() && self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+        wrote
+    }
+
+    /// The transport failed: nothing more can be sent or received.
+    fn on_transport_failed(&mut self) {
+        self.read_closed = true;
+        self.output = TransmitBuf::new();
+        self.input_start = self.input_end;
+        let mut state = self.shared.lock();
+        let now = self.shared.now();
+        state.core.handle_eof(now);
+        state.dispatch_events();
+    }
+
+    /// Reads once if the core has room. Returns whether anything happened.
+    fn read(&mut self, cx: &mut Context<'_>, capacity: usize) -> bool {
+        if self.read_closed || self.input_start < self.input_end || capacity == 0 {
+            return false;
+        }
+        let room = capacity.min(self.input.len());
+        match self.transport.as_mut().poll_read(cx, &mut self.input[..room]) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                self.read_closed = true;
+                let mut state = self.shared.lock();
+                let now = self.shared.now();
+                state.core.handle_eof(now);
+                true
+            }
+            Poll::Ready(Ok(n)) => {
+                self.input_start = 0;
+                self.input_end = n;
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Arms the timer for the earliest of the core's deadline and our stall deadline;
+    /// returns true if it already passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, core_deadline: Option<Instant>) -> bool {
+        let stall_deadline = self
+            .stalled_since
+            .filter(|_| !self.output.is_empty())
+            .map(|since| since + self.config.write_stall_timeout);
+        let deadline = match (core_deadline, stall_deadline, self.linger_until) {
+            (a, b, c) => [a, b, c].into_iter().flatten().min(),
+        };
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        self.timer.as_mut().reset(deadline);
+        if self.timer.as_mut().poll_elapsed(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        if stall_deadline.is_some_and(|at| at <= now) {
+            self.stalled_since = None;
+            let mut state = self.shared.lock();
+            let now = self.shared.now();
+            state
+                .core
+                .close(now, ErrorCode::WRITE_STALL, "the peer stopped reading");
+        } else {
+            let mut state = self.shared.lock();
+            let now = self.shared.now();
+            state.core.handle_timeout(now);
+        }
+        true
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        for _ in 0..ROUNDS_PER_WAKE {
+            let (finished, capacity, deadline, mut progress) = this.process(cx);
+            progress |= this.write(cx);
+            if finished {
+                let linger = *this.linger_until.get_or_insert_with(|| {
+                    let state = this.shared.lock();
+                    Instant::now() + state.core.config().close_linger
+                });
+                if this.output.is_empty() || Instant::now() >= linger {
+                    // Best effort: the peer learns the end from our FIN.
+                    let _ = this.transport.as_mut().poll_shutdown(cx);
+                    this.shared.lock().on_finished();
+                    return Poll::Ready(());
+                }
+            }
+            progress |= this.read(cx, capacity);
+            progress |= this.poll_timer(cx, deadline);
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Out of budget with work left: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A runtime that shuts down drops its tasks; the handles must not wait forever.
+        let mut state = self.shared.lock();
+        if !state.finished {
+            let now = self.shared.now();
+            state.core.handle_eof(now);
+            state.dispatch_events();
+            state.on_finished();
+        }
+    }
+}
