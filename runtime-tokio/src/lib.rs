@@ -1,4 +1,111 @@
-//! The Tether SDK on tokio. Placeholder docs.
+//! The Tether SDK on tokio: services, edges, and the connection driver the gateway uses.
+//!
+//! Everything from `tether-sdk` is re-exported here; this crate adds the tokio runtime
+//! ([`TokioRuntime`]), transports ([`tcp_transport`], [`transport`] for any tokio byte
+//! stream such as TLS or `tokio::io::duplex`), a TCP [`tcp_dialer`], and [`ConnectExt`],
+//! which starts a builder on the current runtime.
+//!
+//! # A service
+//!
+//! A service registers methods edges can call, calls methods on edges by id, and receives
+//! what edges publish on its topics:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use tether_tokio::{Connection, DriverConfig, runtime, tcp_transport};
+//! # use proto_core::{Config, HandshakeAccept};
+//! # // A stand-in for the gateway (its own issue): accept one client, and play the
+//! # // other side of the gateway with the test peer below.
+//! # async fn gateway(listener: tokio::net::TcpListener) -> Connection {
+//! #     let (socket, _) = listener.accept().await.unwrap();
+//! #     let hs = Connection::accept(runtime(), tcp_transport(socket), Config::default(),
+//! #         DriverConfig::default()).await.unwrap();
+//! #     let id = hs.hello().info.requested_id.unwrap_or(1);
+//! #     hs.accept(HandshakeAccept { assigned_id: id, ..Default::default() }).unwrap()
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tether_tokio::Error> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! # let gateway_addr = listener.local_addr().unwrap();
+//! # let gw = tokio::spawn(gateway(listener));
+//! use bytes::Bytes;
+//! use tether_tokio::{ConnectExt, Error, Service};
+//!
+//! let service = Service::builder("thermostat")
+//!     .method("set_point", |req| async move {
+//!         println!("edge {:?} asks for {:?}", req.edge_id, req.body);
+//!         Ok(Bytes::from_static(b"ok"))
+//!     })
+//!     .topic("telemetry")
+//!     .edge_id_hook(|edge| async move {
+//!         // Derive a stable id from the device's metadata, or refuse it.
+//!         match edge.metadata.as_ref() {
+//!             b"sn-0042" => Ok(42),
+//!             _ => Err(Error::Unauthorized("unknown device".into())),
+//!         }
+//!     })
+//!     .connect(gateway_addr)?;
+//! # let gw = gw.await.unwrap();
+//! # tokio::spawn(async move {
+//! #     let req = gw.next_request().await.unwrap();
+//! #     req.respond(Ok(Bytes::from_static(b"21.5")));
+//! # });
+//!
+//! // Call a method on edge 42 (waits for the connection if it is not up yet).
+//! let reading = service.call(42, "read_temperature", Bytes::new()).await?;
+//! assert_eq!(reading, Bytes::from_static(b"21.5"));
+//! service.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # An edge
+//!
+//! An edge calls methods services registered, publishes on topics, and serves methods of
+//! its own; it reconnects forever and keeps the id it was given:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use tether_tokio::{Connection, DriverConfig, runtime, tcp_transport};
+//! # use proto_core::{Config, HandshakeAccept};
+//! # // A stand-in for the gateway (its own issue): accept one client, and play the
+//! # // other side of the gateway with the test peer below.
+//! # async fn gateway(listener: tokio::net::TcpListener) -> Connection {
+//! #     let (socket, _) = listener.accept().await.unwrap();
+//! #     let hs = Connection::accept(runtime(), tcp_transport(socket), Config::default(),
+//! #         DriverConfig::default()).await.unwrap();
+//! #     let id = hs.hello().info.requested_id.unwrap_or(1);
+//! #     hs.accept(HandshakeAccept { assigned_id: id, ..Default::default() }).unwrap()
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tether_tokio::Error> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! # let gateway_addr = listener.local_addr().unwrap();
+//! # let gw = tokio::spawn(gateway(listener));
+//! use bytes::Bytes;
+//! use tether_tokio::{ConnectExt, Edge};
+//!
+//! let edge = Edge::builder()
+//!     .metadata("sn-0042")
+//!     .method("read_temperature", |_req| async { Ok(Bytes::from_static(b"21.5")) })
+//!     .connect(gateway_addr)?;
+//! # let gw = gw.await.unwrap();
+//! # tokio::spawn(async move {
+//! #     let msg = gw.next_message().await.unwrap();
+//! #     assert_eq!(msg.topic(), "telemetry");
+//! #     msg.done();
+//! # });
+//!
+//! // Resolves when a service (or an external MQ) acknowledges it.
+//! edge.publish("telemetry", Bytes::from_static(b"{\"t\":21.5}")).await?;
+//! edge.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Streams work the same way from both sides: `open_stream` (to an edge id, or to a
+//! service name) and `accept_stream` give a [`Stream`] that implements
+//! `tokio::io::AsyncRead + AsyncWrite`; `shutdown` sends FIN.
 
 use std::fmt;
 use std::io::{self, IoSlice};

@@ -183,9 +183,10 @@ impl Driver {
             .stalled_since
             .filter(|_| !self.output.is_empty())
             .map(|since| since + self.config.write_stall_timeout);
-        let deadline = match (core_deadline, stall_deadline, self.linger_until) {
-            (a, b, c) => [a, b, c].into_iter().flatten().min(),
-        };
+        let deadline = [core_deadline, stall_deadline, self.linger_until]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(deadline) = deadline else {
             return false;
         };

@@ -1,6 +1,38 @@
 //! The Tether SDK, written once for every async runtime.
 //!
-//! Placeholder crate docs; replaced below.
+//! Applications use it through a runtime crate (`tether-tokio`, later `tether-smol`), which
+//! re-exports everything here and adds spawning, timers and transports. This crate holds
+//! what does not depend on the runtime:
+//!
+//! - the **driver** that moves one [`proto_core::Connection`]'s bytes between a
+//!   [`Transport`](runtime::Transport) and the core, arms its one timer, bounds its work per
+//!   wake-up and detects a peer that stopped reading (`WRITE_STALL`);
+//! - [`Connection`]: a live connection, client or server side (the gateway uses it for every
+//!   peer): calls, publishes, streams, and the requests, messages and streams the peer sends;
+//! - [`Service`] and [`Edge`]: the application SDK, which keeps a session to the gateway up
+//!   (reconnecting with exponential backoff and jitter), re-registers methods, topics and
+//!   hooks on each session, and serves registered handlers;
+//! - [`Stream`] (tokio or futures-io `AsyncRead + AsyncWrite` behind the `tokio` and
+//!   `futures-io` features), [`Message`] and [`Request`], which must be answered and answer
+//!   with an error if dropped unanswered;
+//! - one [`Error`] type that mirrors the wire taxonomy.
+//!
+//! # Why a separate crate
+//!
+//! The design rule is that driver logic is not written twice. The runtime crates implement
+//! the three traits of [`runtime`] ([`Runtime`](runtime::Runtime): spawn and timers;
+//! [`Timer`](runtime::Timer); [`Transport`](runtime::Transport)), the way quinn's runtime
+//! modules do, and nothing else.
+//!
+//! # Concurrency model
+//!
+//! Each connection's core sits behind one mutex shared by a spawned driver task and the
+//! handles. A handle locks, issues a command, wakes the driver and unlocks; the driver
+//! locks, feeds input, turns events into completed results and woken tasks, and writes the
+//! output outside the lock. A future registers its waker under the same lock in which it
+//! found nothing to do, so no event is lost between the check and the sleep. Every future
+//! is cancel-safe: dropping a call withdraws it on the peer, dropping a stream finishes and
+//! stops it, dropping a message or request answers it with an error.
 
 mod client;
 mod connection;

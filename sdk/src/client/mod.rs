@@ -410,6 +410,11 @@ async fn supervise(client: Arc<Client>) {
         match client.connect_once().await {
             Ok(session) => {
                 attempt = 0;
+                tracing::info!(
+                    role = ?client.role,
+                    id = session.assigned_id(),
+                    "connected to the gateway"
+                );
                 if !client.install(&session) {
                     session.go_away(ErrorCode::OK, "the client is closing");
                     break;
@@ -420,11 +425,20 @@ async fn supervise(client: Arc<Client>) {
                 session.going_away_or_closed().await;
                 graceful = session.is_going_away() && session.error().is_none();
                 let error = session.error().map(|e| Error::from_connection(&e));
+                if !client.is_closed() {
+                    match &error {
+                        Some(e) => tracing::warn!(role = ?client.role, "lost the gateway: {e}"),
+                        None => tracing::info!(role = ?client.role, "the gateway is going away"),
+                    }
+                }
                 client.uninstall(error.or(Some(Error::GoingAway(String::from(
                     "the gateway is shutting down",
                 )))));
             }
-            Err(error) => client.fail(error, !client.options.reconnect),
+            Err(error) => {
+                tracing::warn!(role = ?client.role, attempt, "cannot connect to the gateway: {error}");
+                client.fail(error, !client.options.reconnect);
+            }
         }
         if !client.options.reconnect {
             client.give_up();
