@@ -168,7 +168,9 @@ impl Error {
     pub(crate) fn from_connection(e: &ConnectionError) -> Error {
         match e {
             ConnectionError::Refused { code, reason } => Error::from_status(*code, reason.clone()),
-            ConnectionError::LocallyClosed { .. } => Error::Closed,
+            // Our own graceful close; a local close for a cause (a write stall, a
+            // violation we detected) is a lost connection that says why.
+            ConnectionError::LocallyClosed { code, .. } if code.is_ok() => Error::Closed,
             other => Error::ConnectionLost(other.clone()),
         }
     }
