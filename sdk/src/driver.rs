@@ -97,6 +97,10 @@ impl Driver {
         state.dispatch_events();
         if self.output.len() < self.output.soft_limit() {
             progress |= state.core.poll_transmit(now, &mut self.output) > 0;
+            // Producing output can end the connection (a drain that finished when its last
+            // response went out) or unblock senders: report that now, before the caller
+            // sees `is_finished` and stops.
+            state.dispatch_events();
         }
         // Handles may have been woken above and queued more; they wake us again.
         let deadline = state.core.poll_timeout().map(|(at, _)| shared.instant(at));

@@ -42,9 +42,12 @@ impl MockGateway {
         MockGateway::with_policy(
             Config::default(),
             Arc::new(move |hello| {
-                Decision::Accept(hello.info.requested_id.unwrap_or_else(|| {
-                    next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                }))
+                Decision::Accept(
+                    hello
+                        .info
+                        .requested_id
+                        .unwrap_or_else(|| next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+                )
             }),
         )
         .await
@@ -56,16 +59,26 @@ impl MockGateway {
     }
 
     /// Serves on an already bound listener (to restart a gateway on the same port).
-    pub(crate) fn on_listener(listener: TcpListener, config: Config, policy: Policy) -> MockGateway {
+    pub(crate) fn on_listener(
+        listener: TcpListener,
+        config: Config,
+        policy: Policy,
+    ) -> MockGateway {
         let addr = listener.local_addr().unwrap();
         let (tx, sessions) = mpsc::unbounded_channel();
         let hellos = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&hellos);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { return };
-                let (tx, policy, config, seen) =
-                    (tx.clone(), Arc::clone(&policy), config.clone(), Arc::clone(&seen));
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (tx, policy, config, seen) = (
+                    tx.clone(),
+                    Arc::clone(&policy),
+                    config.clone(),
+                    Arc::clone(&seen),
+                );
                 tokio::spawn(async move {
                     let Ok(hs) = Connection::accept(
                         runtime(),
@@ -81,7 +94,10 @@ impl MockGateway {
                     seen.lock().unwrap().push(hello.clone());
                     match policy(&hello) {
                         Decision::Accept(id) => {
-                            let accept = HandshakeAccept { assigned_id: id, ..Default::default() };
+                            let accept = HandshakeAccept {
+                                assigned_id: id,
+                                ..Default::default()
+                            };
                             if let Ok(conn) = hs.accept(accept) {
                                 let _ = tx.send(Session { conn, hello });
                             }
@@ -91,7 +107,12 @@ impl MockGateway {
                 });
             }
         });
-        MockGateway { addr, sessions, hellos, task }
+        MockGateway {
+            addr,
+            sessions,
+            hellos,
+            task,
+        }
     }
 
     /// The next accepted session (panics after 10 s: the client never came).
@@ -124,4 +145,135 @@ pub(crate) async fn within<T>(what: &str, future: impl std::future::Future<Outpu
     tokio::time::timeout(Duration::from_secs(20), future)
         .await
         .unwrap_or_else(|_| panic!("{what}: no outcome within 20 s"))
+}
+
+// ---- helpers for the rpc, messages, presence and lifecycle tests --------------------------
+
+/// A wire name (panics on an invalid one).
+pub(crate) fn wire_name(text: &str) -> proto_core::name::Name {
+    proto_core::name::Name::new(text).unwrap()
+}
+
+/// A call as edge `edge_id` makes it through the gateway (a gateway → service link carries
+/// the source: the calling edge's id).
+pub(crate) fn call_from_edge(edge_id: u64, method: &str, body: bytes::Bytes) -> proto_core::Call {
+    let mut call = proto_core::Call::new(wire_name(method), body);
+    call.address = proto_core::Address {
+        peer_id: edge_id,
+        peer_name: proto_core::name::Name::EMPTY,
+    };
+    call
+}
+
+/// A call as service `service` makes it through the gateway (a gateway → edge link
+/// carries the calling service's name).
+pub(crate) fn call_from_service(
+    service: &str,
+    method: &str,
+    body: bytes::Bytes,
+) -> proto_core::Call {
+    let mut call = proto_core::Call::new(wire_name(method), body);
+    call.address = proto_core::Address {
+        peer_id: 0,
+        peer_name: wire_name(service),
+    };
+    call
+}
+
+/// Polls `check` every 10 ms until it holds; panics after 10 s.
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Answers every request on `conn` with its own body, each on its own task, until the
+/// connection ends.
+pub(crate) fn spawn_echo(conn: Connection) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(req) = conn.next_request().await {
+            tokio::spawn(async move {
+                let body = req.body().clone();
+                req.respond(Ok(body));
+            });
+        }
+    })
+}
+
+/// Reconnect quickly in tests that make the client retry.
+pub(crate) fn quick_backoff() -> tether_tokio::Backoff {
+    tether_tokio::Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+    }
+}
+
+/// A loopback address nobody listens on (bound, then released).
+pub(crate) async fn unused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The policy of [`MockGateway::start`]: accept everyone, edges with the id they asked for
+/// or 1000 + a counter.
+pub(crate) fn accept_all() -> Arc<dyn Fn(&Hello) -> Decision + Send + Sync> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(1000));
+    Arc::new(move |hello| {
+        Decision::Accept(
+            hello
+                .info
+                .requested_id
+                .unwrap_or_else(|| next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        )
+    })
+}
+
+/// Takes the next client dialing `listener` up to its HELLO, for tests that act between
+/// the HELLO and the decision.
+pub(crate) async fn next_handshake(listener: &TcpListener) -> tether_tokio::Handshake {
+    let (socket, _) = within("a client dials", listener.accept()).await.unwrap();
+    let accepted = Connection::accept(
+        runtime(),
+        tcp_transport(socket),
+        Config::default(),
+        DriverConfig::default(),
+    );
+    within("its HELLO", accepted).await.unwrap()
+}
+
+/// The next two sessions, a service's and an edge's (they connect in either order): the one
+/// whose HELLO names `service` first.
+pub(crate) async fn service_and_edge_sessions(
+    gw: &mut MockGateway,
+    service: &str,
+) -> (Session, Session) {
+    let (a, b) = (gw.session().await, gw.session().await);
+    if a.hello.info.name.as_str() == service {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// A call from the gateway side, bounded by [`within`].
+pub(crate) async fn gateway_call(
+    conn: &Connection,
+    call: proto_core::Call,
+) -> Result<bytes::Bytes, tether_tokio::Error> {
+    within("a call from the gateway side", conn.call(call)).await
+}
+
+/// Waits for every task (bounded by [`within`]), propagating their panics.
+pub(crate) async fn join_all(what: &str, tasks: Vec<JoinHandle<()>>) {
+    within(what, async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await
 }

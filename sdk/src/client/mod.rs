@@ -41,6 +41,9 @@ struct Sessions {
     last_error: Option<Error>,
     /// The id the gateway assigned in the current or last session.
     assigned_id: Option<u64>,
+    /// Earlier sessions still draining after the gateway's GOAWAY: messages and streams
+    /// they took before it are still received from them.
+    draining: Vec<Connection>,
 }
 
 /// A connection to the gateway that outlives its sessions.
@@ -220,20 +223,60 @@ impl Client {
 
     /// The next message of any session; `None` once the client is closed.
     pub(crate) async fn receive(&self) -> Option<Message> {
-        loop {
-            let session = self.session(None).await.ok()?;
-            if let Some(message) = session.next_message().await {
-                return Some(message);
-            }
-        }
+        self.next_from_sessions(|s| async move { s.next_message().await })
+            .await
     }
 
     /// The next stream the gateway opens to us; `None` once the client is closed.
     pub(crate) async fn incoming_stream(&self) -> Option<IncomingStream> {
+        self.next_from_sessions(|s| async move { s.incoming_stream().await })
+            .await
+    }
+
+    /// The first item `take` yields from any live session: the sessions still draining
+    /// after a GOAWAY, then the current one. Starts over whenever the current session
+    /// changes, so a waiter never stays parked on a session that is going away; `None`
+    /// once the client is closed.
+    async fn next_from_sessions<T, F, Fut>(&self, take: F) -> Option<T>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
         loop {
-            let session = self.session(None).await.ok()?;
-            if let Some(incoming) = session.incoming_stream().await {
-                return Some(incoming);
+            let current = self.session(None).await.ok()?;
+            let mut sources = {
+                let mut sessions = self.sessions();
+                sessions.draining.retain(|s| !s.is_closed());
+                sessions.draining.clone()
+            };
+            sources.push(current.clone());
+            let mut waits: Vec<_> = sources.into_iter().map(|s| Some(Box::pin(take(s)))).collect();
+            let found = poll_fn(|cx| {
+                for slot in &mut waits {
+                    if let Some(wait) = slot {
+                        match wait.as_mut().poll(cx) {
+                            Poll::Ready(Some(item)) => return Poll::Ready(Some(item)),
+                            // That session ended.
+                            Poll::Ready(None) => *slot = None,
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+                let mut sessions = self.sessions();
+                let still_current = sessions
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(&c.shared, &current.shared));
+                let current_ended = waits.last().is_none_or(Option::is_none);
+                if sessions.closed || !still_current || current_ended {
+                    return Poll::Ready(None);
+                }
+                sessions.waiters.register(cx.waker());
+                Poll::Pending
+            })
+            .await;
+            if found.is_some() {
+                return found;
             }
         }
     }
@@ -250,16 +293,20 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(method.to_owned(), handler);
-        let added = self
-            .registrations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((kind_key(kind), method_name.clone()));
+        // Held while looking at the session, so `install` either sees this entry or sees
+        // the session already installed and leaves the REGISTER to us.
+        let mut registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
+        let added = registrations.insert((kind_key(kind), method_name.clone()));
         if let (true, Some(session)) = (added, self.current()) {
-            session.register(vec![Registration {
+            let entry = Registration {
                 kind,
                 name: method_name,
-            }])?;
+            };
+            match session.register(vec![entry]) {
+                // The session just ended: the next one's HELLO carries the method.
+                Err(_) if session.is_closed() => {}
+                result => result?,
+            }
         }
         Ok(())
     }
@@ -271,16 +318,18 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(method);
-        let removed = self
-            .registrations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(kind_key(kind), method_name.clone()));
+        let mut registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = registrations.remove(&(kind_key(kind), method_name.clone()));
         if let (true, Some(session)) = (removed, self.current()) {
-            session.unregister(vec![Registration {
+            let entry = Registration {
                 kind,
                 name: method_name,
-            }])?;
+            };
+            match session.unregister(vec![entry]) {
+                // The session just ended: the next one's HELLO leaves the method out.
+                Err(_) if session.is_closed() => {}
+                result => result?,
+            }
         }
         Ok(())
     }
@@ -313,7 +362,10 @@ impl Client {
         session
     }
 
-    fn install(&self, session: &Connection) -> bool {
+    /// Makes `session`, whose HELLO registered `sent`, the current one.
+    fn install(&self, session: &Connection, sent: &BTreeSet<(u8, Name)>) -> bool {
+        // Lock order: registrations, then sessions (as in `register` and `unregister`).
+        let registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
         let mut sessions = self.sessions();
         if sessions.closed {
             return false;
@@ -321,8 +373,24 @@ impl Client {
         let id = session.assigned_id();
         sessions.assigned_id = Some(id);
         sessions.current = Some(session.clone());
+        sessions.last_error = None;
         sessions.waiters.wake_all();
         drop(sessions);
+        // Registered or removed while the HELLO was on its way: tell this session now.
+        let entry = |(kind, name): &(u8, Name)| Registration {
+            kind: kind_of(*kind),
+            name: name.clone(),
+        };
+        let added: Vec<_> = registrations.difference(sent).map(entry).collect();
+        let removed: Vec<_> = sent.difference(&registrations).map(entry).collect();
+        drop(registrations);
+        // These fail only if the session already ended; the next HELLO carries the set.
+        if !added.is_empty() {
+            let _ = session.register(added);
+        }
+        if !removed.is_empty() {
+            let _ = session.unregister(removed);
+        }
         if self.role == Role::Edge {
             // Ask for the same id next time, so the edge keeps its identity.
             *self.requested_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
@@ -332,7 +400,12 @@ impl Client {
 
     fn uninstall(&self, error: Option<Error>) {
         let mut sessions = self.sessions();
-        sessions.current = None;
+        if let Some(old) = sessions.current.take()
+            && !old.is_closed()
+        {
+            // Going away gracefully: what it already took can still be received.
+            sessions.draining.push(old);
+        }
         if !sessions.closed {
             sessions.last_error = error;
         }
@@ -359,7 +432,14 @@ impl Client {
         self.sessions().closed
     }
 
-    async fn connect_once(&self) -> Result<Connection, Error> {
+    /// One connection attempt; returns the session and the registrations its HELLO carried.
+    async fn connect_once(&self) -> Result<(Connection, BTreeSet<(u8, Name)>), Error> {
+        let info = self.client_info();
+        let sent = info
+            .registrations
+            .iter()
+            .map(|r| (kind_key(r.kind), r.name.clone()))
+            .collect();
         let attempt = async {
             let transport = (self.dialer)()
                 .await
@@ -368,10 +448,11 @@ impl Client {
                 Arc::clone(&self.runtime),
                 transport,
                 self.options.config.clone(),
-                self.client_info(),
+                info,
                 self.options.driver.clone(),
             )
             .await
+            .map(|session| (session, sent))
         };
         let deadline = Instant::now() + self.options.connect_timeout;
         match until(&*self.runtime, Some(deadline), attempt).await {
@@ -408,14 +489,14 @@ async fn supervise(client: Arc<Client>) {
     while !client.is_closed() {
         let mut graceful = false;
         match client.connect_once().await {
-            Ok(session) => {
+            Ok((session, sent)) => {
                 attempt = 0;
                 tracing::info!(
                     role = ?client.role,
                     id = session.assigned_id(),
                     "connected to the gateway"
                 );
-                if !client.install(&session) {
+                if !client.install(&session, &sent) {
                     session.go_away(ErrorCode::OK, "the client is closing");
                     break;
                 }
