@@ -156,7 +156,9 @@ impl runtime::Runtime for TokioRuntime {
     }
 
     fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn runtime::Timer>> {
-        Box::pin(TokioTimer(Box::pin(tokio::time::sleep_until(deadline.into()))))
+        Box::pin(TokioTimer(Box::pin(tokio::time::sleep_until(
+            deadline.into(),
+        ))))
     }
 }
 

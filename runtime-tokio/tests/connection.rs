@@ -9,10 +9,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn pair() -> (Connection, Connection) {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(async move {
-        let hs = Connection::accept(runtime(), transport(b), Config::default(), DriverConfig::default())
-            .await
-            .unwrap();
-        hs.accept(HandshakeAccept { assigned_id: 7, ..Default::default() }).unwrap()
+        let hs = Connection::accept(
+            runtime(),
+            transport(b),
+            Config::default(),
+            DriverConfig::default(),
+        )
+        .await
+        .unwrap();
+        hs.accept(HandshakeAccept {
+            assigned_id: 7,
+            ..Default::default()
+        })
+        .unwrap()
     });
     let client = Connection::connect(
         runtime(),
@@ -41,19 +50,38 @@ async fn call_respond_publish_and_stream() {
             }
         }
     });
-    let answer = client.call(Call::new(Name::new("echo").unwrap(), Bytes::from_static(b"hi"))).await;
+    let answer = client
+        .call(Call::new(
+            Name::new("echo").unwrap(),
+            Bytes::from_static(b"hi"),
+        ))
+        .await;
     assert_eq!(answer.unwrap(), Bytes::from_static(b"hi"));
-    let failed = client.call(Call::new(Name::new("fail").unwrap(), Bytes::new())).await;
+    let failed = client
+        .call(Call::new(Name::new("fail").unwrap(), Bytes::new()))
+        .await;
     assert_eq!(failed, Err(Error::Application("nope".into())));
 
     let s3 = server.clone();
     tokio::spawn(async move {
         while let Some(msg) = s3.next_message().await {
-            if msg.body().is_empty() { drop(msg) } else { msg.done() }
+            if msg.body().is_empty() {
+                drop(msg)
+            } else {
+                msg.done()
+            }
         }
     });
-    client.publish(Publish::new(Name::new("t").unwrap(), Bytes::from_static(b"x"))).await.unwrap();
-    let dropped = client.publish(Publish::new(Name::new("t").unwrap(), Bytes::new())).await;
+    client
+        .publish(Publish::new(
+            Name::new("t").unwrap(),
+            Bytes::from_static(b"x"),
+        ))
+        .await
+        .unwrap();
+    let dropped = client
+        .publish(Publish::new(Name::new("t").unwrap(), Bytes::new()))
+        .await;
     assert_eq!(dropped.unwrap_err().code(), ErrorCode::INTERNAL);
 
     let s4 = server.clone();
@@ -79,7 +107,9 @@ async fn call_respond_publish_and_stream() {
             back
         }
     };
-    let back = tokio::time::timeout(std::time::Duration::from_secs(30), writer).await.unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(30), writer)
+        .await
+        .unwrap();
     assert_eq!(back, data);
     client.close(ErrorCode::OK, "bye");
     let why = server.closed().await;

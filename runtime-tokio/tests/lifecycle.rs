@@ -164,7 +164,7 @@ async fn close_lets_calls_in_flight_finish() {
         Ok(Bytes::from_static(b"last"))
     );
     within("close", closing).await.unwrap();
-    // How the gateway side reports the end is checked by the ignored test below.
+    // How the gateway side reports the end is checked by the drain test below.
     within("closed", session.conn.closed()).await;
 }
 
@@ -473,7 +473,7 @@ async fn goaway_moves_the_client_to_a_new_session() {
         within("old call", call).await.unwrap(),
         Ok(Bytes::from_static(b"drained"))
     );
-    // How the old session's end is reported is checked by the ignored drain test above.
+    // How the old session's end is reported is checked by the drain test above.
     within("old session ends", old.conn.closed()).await;
     assert_eq!(gw.hellos().len(), 2);
 }

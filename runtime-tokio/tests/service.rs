@@ -34,16 +34,24 @@ async fn calls_an_edge_and_serves_calls_from_edges() {
 
     // An "edge" calls the service's method through the gateway.
     let mut call = Call::new(Name::new("echo").unwrap(), Bytes::from_static(b"hello"));
-    call.address = Address { peer_id: 42, peer_name: Name::EMPTY };
+    call.address = Address {
+        peer_id: 42,
+        peer_name: Name::EMPTY,
+    };
     let echoed = within("echo", session.conn.call(call)).await.unwrap();
     assert_eq!(echoed, Bytes::from_static(b"hello"));
 
     let missing = Call::new(Name::new("nope").unwrap(), Bytes::new());
-    let err = within("missing", session.conn.call(missing)).await.unwrap_err();
+    let err = within("missing", session.conn.call(missing))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::MethodNotFound(_)), "{err:?}");
 
     service.close().await;
-    assert_eq!(within("after close", service.call(7, "ping", Bytes::new())).await, Err(Error::Closed));
+    assert_eq!(
+        within("after close", service.call(7, "ping", Bytes::new())).await,
+        Err(Error::Closed)
+    );
     assert!(service.receive().await.is_none());
     let why = session.conn.closed().await;
     assert_eq!(why.code(), ErrorCode::OK);
@@ -54,10 +62,19 @@ async fn reconnects_and_registers_again() {
     let mut gw = MockGateway::start().await;
     let service = Service::builder("s").connect(gw.addr).unwrap();
     let first = gw.session().await;
-    service.register("late", |_| async { Ok(Bytes::from_static(b"late")) }).unwrap();
+    service
+        .register("late", |_| async { Ok(Bytes::from_static(b"late")) })
+        .unwrap();
     first.conn.close(ErrorCode::INTERNAL, "boom");
     let second = gw.session().await;
-    assert!(second.hello.info.registrations.iter().any(|r| r.name.as_str() == "late"));
+    assert!(
+        second
+            .hello
+            .info
+            .registrations
+            .iter()
+            .any(|r| r.name.as_str() == "late")
+    );
     let answer = within("call after reconnect", async {
         let conn = second.conn.clone();
         tokio::spawn(async move {

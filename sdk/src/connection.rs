@@ -158,7 +158,12 @@ impl Connection {
 
     /// What the peer has registered (methods, topics, hooks).
     pub fn peer_registrations(&self) -> Vec<Registration> {
-        self.shared.lock().core.peer_registrations().cloned().collect()
+        self.shared
+            .lock()
+            .core
+            .peer_registrations()
+            .cloned()
+            .collect()
     }
 
     /// Adds registrations (REGISTER), e.g. a method registered after connecting.
@@ -229,9 +234,12 @@ impl Connection {
     /// Waits until the connection has ended and its transport is closed; returns why.
     pub async fn closed(&self) -> ConnectionError {
         self.wait(|state| {
-            state
-                .finished
-                .then(|| state.lost.clone().unwrap_or(ConnectionError::TransportClosed))
+            state.finished.then(|| {
+                state
+                    .lost
+                    .clone()
+                    .unwrap_or(ConnectionError::TransportClosed)
+            })
         })
         .await
     }

@@ -163,7 +163,11 @@ impl Driver {
             return false;
         }
         let room = capacity.min(self.input.len());
-        match self.transport.as_mut().poll_read(cx, &mut self.input[..room]) {
+        match self
+            .transport
+            .as_mut()
+            .poll_read(cx, &mut self.input[..room])
+        {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                 self.read_closed = true;
                 let mut state = self.shared.lock();

@@ -120,9 +120,7 @@ impl Error {
             Error::Refused(_) => ErrorCode::REFUSED,
             Error::TooLarge(_) => ErrorCode::TOO_LARGE,
             Error::Unauthorized(_) => ErrorCode::UNAUTHORIZED,
-            Error::GoingAway(_) | Error::NotConnected(_) | Error::Closed => {
-                ErrorCode::GOING_AWAY
-            }
+            Error::GoingAway(_) | Error::NotConnected(_) | Error::Closed => ErrorCode::GOING_AWAY,
             Error::Application(_) => ErrorCode::APPLICATION_ERROR,
             Error::Status { code, .. } => *code,
             Error::ConnectionLost(e) => e.code(),

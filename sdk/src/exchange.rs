@@ -130,12 +130,16 @@ impl Connection {
                     }),
                     Outgoing::Publish(publish) => {
                         let ack = publish.ack;
-                        state.core.messages().publish(now, publish.clone()).map(|id| {
-                            if ack {
-                                state.publishes.insert(id, Pending::default());
-                            }
-                            id.raw()
-                        })
+                        state
+                            .core
+                            .messages()
+                            .publish(now, publish.clone())
+                            .map(|id| {
+                                if ack {
+                                    state.publishes.insert(id, Pending::default());
+                                }
+                                id.raw()
+                            })
                     }
                 };
                 match queued {
@@ -327,7 +331,10 @@ impl Request {
         if let Err(ReplyError::TooLarge { .. }) = state.core.rpc().respond(self.id, status, body) {
             // The caller must still learn the outcome.
             let text = Bytes::from_static(b"the response is larger than the caller accepts");
-            let _ = state.core.rpc().respond(self.id, ErrorCode::TOO_LARGE, text);
+            let _ = state
+                .core
+                .rpc()
+                .respond(self.id, ErrorCode::TOO_LARGE, text);
         }
         // Other failures mean the caller no longer waits (cancelled, timed out, gone).
         state.wake_driver();

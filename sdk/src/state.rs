@@ -127,6 +127,11 @@ pub(crate) struct StreamSlot {
     pub(crate) writer: Option<Waker>,
     /// For a stream we opened: the acceptor's metadata, or why it was refused.
     pub(crate) opened: Pending<Result<Bytes, Error>>,
+    /// The peer's RESET, kept for reads after the core has forgotten the stream (a RESET
+    /// after our FIN closes it at once).
+    pub(crate) reset: Option<(ErrorCode, String)>,
+    /// The peer's STOP code, kept for writes after the core has forgotten the stream.
+    pub(crate) stopped: Option<ErrorCode>,
 }
 
 /// The shared state proper.
@@ -263,13 +268,25 @@ impl State {
                     wake(&mut slot.writer);
                 }
             }
-            StreamEvent::Readable { id } | StreamEvent::Reset { id, .. } => {
+            StreamEvent::Readable { id } => {
                 if let Some(slot) = self.streams.get_mut(&id) {
                     wake(&mut slot.reader);
                 }
             }
-            StreamEvent::Writable { id } | StreamEvent::Stopped { id, .. } => {
+            StreamEvent::Reset { id, code, reason } => {
                 if let Some(slot) = self.streams.get_mut(&id) {
+                    slot.reset = Some((code, reason));
+                    wake(&mut slot.reader);
+                }
+            }
+            StreamEvent::Writable { id } => {
+                if let Some(slot) = self.streams.get_mut(&id) {
+                    wake(&mut slot.writer);
+                }
+            }
+            StreamEvent::Stopped { id, code } => {
+                if let Some(slot) = self.streams.get_mut(&id) {
+                    slot.stopped = Some(code);
                     wake(&mut slot.writer);
                 }
             }

@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::io;
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -174,7 +175,10 @@ impl IncomingStream {
 impl Drop for IncomingStream {
     fn drop(&mut self) {
         if let Some(stream) = self.stream.take() {
-            stream.refuse(ErrorCode::REFUSED, "the application did not accept the stream");
+            stream.refuse(
+                ErrorCode::REFUSED,
+                "the application did not accept the stream",
+            );
         }
     }
 }
@@ -191,6 +195,8 @@ pub struct Stream {
     address: Address,
     /// We saw the peer's FIN, reset or refusal: reads only repeat that.
     read_done: bool,
+    /// Why reading failed, repeated by later reads (`None` after a FIN or our STOP).
+    read_error: Option<Error>,
     /// We finished or reset our half.
     write_done: bool,
 }
@@ -202,6 +208,7 @@ impl Stream {
             id,
             address,
             read_done: false,
+            read_error: None,
             write_done: false,
         }
     }
@@ -223,16 +230,27 @@ impl Stream {
 
     /// Reads into `buf`: `Ok(0)` is the end of the stream (or an empty `buf`).
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if let Some(e) = &self.read_error {
+            return Poll::Ready(Err(e.clone().into()));
+        }
         if buf.is_empty() || self.read_done {
             return Poll::Ready(Ok(0));
         }
         let mut state = self.conn.shared.lock();
         let result = match state.core.stream(self.id) {
             Ok(mut stream) => stream.read_into(buf),
-            Err(_) => Err(ReadError::Unknown),
+            Err(_) => Err(forgotten_read(&state, self.id)),
         };
         let result = result.map(|n| n.map(|n| (n, ())));
-        on_read(self.id, &mut self.read_done, &mut state, cx, result).map_ok(|(n, ())| n)
+        on_read(
+            self.id,
+            &mut self.read_done,
+            &mut self.read_error,
+            &mut state,
+            cx,
+            result,
+        )
+        .map_ok(|(n, ())| n)
     }
 
     /// Reads up to `max` bytes without copying; `Ok(None)` at the end of the stream.
@@ -241,16 +259,26 @@ impl Stream {
         cx: &mut Context<'_>,
         max: usize,
     ) -> Poll<io::Result<Option<Bytes>>> {
+        if let Some(e) = &self.read_error {
+            return Poll::Ready(Err(e.clone().into()));
+        }
         if self.read_done {
             return Poll::Ready(Ok(None));
         }
         let mut state = self.conn.shared.lock();
         let result = match state.core.stream(self.id) {
             Ok(mut stream) => stream.read(max.max(1)),
-            Err(_) => Err(ReadError::Unknown),
+            Err(_) => Err(forgotten_read(&state, self.id)),
         };
         let result = result.map(|chunk| chunk.map(|c| (c.len(), c)));
-        match on_read(self.id, &mut self.read_done, &mut state, cx, result) {
+        match on_read(
+            self.id,
+            &mut self.read_done,
+            &mut self.read_error,
+            &mut state,
+            cx,
+            result,
+        ) {
             Poll::Ready(Ok((0, _))) => Poll::Ready(Ok(None)),
             Poll::Ready(Ok((_, chunk))) => Poll::Ready(Ok(Some(chunk))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -271,7 +299,7 @@ impl Stream {
         let mut state = self.conn.shared.lock();
         let result = match state.core.stream(self.id) {
             Ok(mut stream) => stream.write(buf),
-            Err(_) => Err(WriteError::Unknown),
+            Err(_) => Err(forgotten_write(&state, self.id)),
         };
         on_write(self.id, &mut state, cx, result)
     }
@@ -288,7 +316,7 @@ impl Stream {
         let mut state = self.conn.shared.lock();
         let result = match state.core.stream(self.id) {
             Ok(mut stream) => stream.write_bytes(data),
-            Err(_) => Err(WriteError::Unknown),
+            Err(_) => Err(forgotten_write(&state, self.id)),
         };
         on_write(self.id, &mut state, cx, result)
     }
@@ -310,7 +338,7 @@ impl Stream {
         let mut state = self.conn.shared.lock();
         let result = match state.core.stream(self.id) {
             Ok(mut stream) => stream.finish(),
-            Err(_) => Err(WriteError::Unknown),
+            Err(_) => Err(forgotten_write(&state, self.id)),
         };
         state.wake_driver();
         result.map_err(|e| write_error(&state, e))
@@ -375,6 +403,7 @@ impl Drop for Stream {
 fn on_read<T: Default>(
     id: StreamId,
     read_done: &mut bool,
+    read_error: &mut Option<Error>,
     state: &mut State,
     cx: &mut Context<'_>,
     result: Result<Option<(usize, T)>, ReadError>,
@@ -387,6 +416,8 @@ fn on_read<T: Default>(
         }
         Ok(None) => {
             *read_done = true;
+            // Reading the FIN may have closed the stream, which queues a MAX_STREAMS grant.
+            state.wake_driver();
             Poll::Ready(Ok((0, T::default())))
         }
         Err(ReadError::Blocked) => {
@@ -397,8 +428,27 @@ fn on_read<T: Default>(
         }
         Err(e) => {
             *read_done = true;
-            Poll::Ready(Err(read_error(state, e)))
+            let error = read_error_of(state, e);
+            *read_error = Some(error.clone());
+            Poll::Ready(Err(error.into()))
         }
+    }
+}
+
+/// The read error for a stream the core no longer knows: the peer's RESET if one came
+/// (a RESET after our FIN closes the stream at once), otherwise `Unknown`.
+fn forgotten_read(state: &State, id: StreamId) -> ReadError {
+    match state.streams.get(&id).and_then(|slot| slot.reset.clone()) {
+        Some((code, reason)) => ReadError::Reset { code, reason },
+        None => ReadError::Unknown,
+    }
+}
+
+/// The write error for a stream the core no longer knows: the peer's STOP if one came.
+fn forgotten_write(state: &State, id: StreamId) -> WriteError {
+    match state.streams.get(&id).and_then(|slot| slot.stopped) {
+        Some(code) => WriteError::Stopped(code),
+        None => WriteError::Unknown,
     }
 }
 
@@ -423,8 +473,8 @@ fn on_write(
     }
 }
 
-fn read_error(state: &State, e: ReadError) -> io::Error {
-    let error = match e {
+fn read_error_of(state: &State, e: ReadError) -> Error {
+    match e {
         ReadError::Reset { code, reason } => Error::from_status(code, reason),
         ReadError::Refused { code, reason } => Error::from_status(code, reason),
         ReadError::Stopped => Error::Closed,
@@ -436,8 +486,7 @@ fn read_error(state: &State, e: ReadError) -> io::Error {
             }
         }
         ReadError::Blocked => Error::Closed,
-    };
-    error.into()
+    }
 }
 
 fn write_error(state: &State, e: WriteError) -> io::Error {

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proto_core::name::Name;
 use proto_core::{
-    Address, Call, ClientInfo, ErrorCode, OpenStream, Publish, Registration, RegistrationKind,
-    Role,
+    Address, Call, ClientInfo, ErrorCode, OpenStream, Publish, Registration, RegistrationKind, Role,
 };
 
 use crate::connection::Connection;
@@ -250,7 +249,10 @@ impl Client {
                 sessions.draining.clone()
             };
             sources.push(current.clone());
-            let mut waits: Vec<_> = sources.into_iter().map(|s| Some(Box::pin(take(s)))).collect();
+            let mut waits: Vec<_> = sources
+                .into_iter()
+                .map(|s| Some(Box::pin(take(s))))
+                .collect();
             let found = poll_fn(|cx| {
                 for slot in &mut waits {
                     if let Some(wait) = slot {
@@ -501,7 +503,8 @@ async fn supervise(client: Arc<Client>) {
                     break;
                 }
                 let handlers: Arc<dyn handler::Handlers> = Arc::clone(&client.handlers) as _;
-                let serving = handler::serve(Arc::clone(&client.runtime), session.clone(), handlers);
+                let serving =
+                    handler::serve(Arc::clone(&client.runtime), session.clone(), handlers);
                 client.runtime.spawn(Box::pin(serving));
                 session.going_away_or_closed().await;
                 graceful = session.is_going_away() && session.error().is_none();

@@ -11,8 +11,7 @@ use proto_core::{Address, Call, Publish, RegistrationKind, Role};
 use crate::client::handler::{CallRequest, Handler, handler};
 use crate::client::options::Options;
 use crate::client::presence::{
-    EDGE_ID_HOOK, EDGE_OFFLINE_HOOK, EDGE_ONLINE_HOOK, EdgeInfo, edge_id_handler,
-    presence_handler,
+    EDGE_ID_HOOK, EDGE_OFFLINE_HOOK, EDGE_ONLINE_HOOK, EdgeInfo, edge_id_handler, presence_handler,
 };
 use crate::client::{Client, ClientHandle, Setup, name};
 use crate::connection::Connection;
@@ -117,7 +116,10 @@ impl Service {
     /// Opens a stream to edge `edge_id` with open `metadata` (e.g. which of its exposed
     /// services); resolves when the edge accepts.
     pub async fn open_stream(&self, edge_id: u64, metadata: Bytes) -> Result<Stream, Error> {
-        let (stream, _) = self.client.open_stream(edge(edge_id), metadata, None).await?;
+        let (stream, _) = self
+            .client
+            .open_stream(edge(edge_id), metadata, None)
+            .await?;
         Ok(stream)
     }
 
