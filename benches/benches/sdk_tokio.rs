@@ -89,7 +89,10 @@ fn rpc(c: &mut Criterion) {
                             let n = iters / in_flight + u64::from(t < iters % in_flight);
                             tokio::spawn(async move {
                                 for _ in 0..n {
-                                    let call = Call::new(Name::from_static("echo").expect("name"), body.clone());
+                                    let call = Call::new(
+                                        Name::from_static("echo").expect("name"),
+                                        body.clone(),
+                                    );
                                     let answer = client.call(call).await.expect("call");
                                     assert_eq!(answer.len(), 64);
                                 }
