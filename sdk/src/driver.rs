@@ -55,8 +55,12 @@ pub(crate) struct Driver {
     output: TransmitBuf,
     timer: Pin<Box<dyn Timer>>,
     read_closed: bool,
+    /// A write failed: the transport takes no more output.
+    write_failed: bool,
     /// Since when output has been waiting without the transport taking any.
     stalled_since: Option<Instant>,
+    /// The last `poll_flush` returned `Pending`: retry it even when nothing new is written.
+    flush_pending: bool,
     /// Once the core is finished: until when we still try to flush the last bytes.
     linger_until: Option<Instant>,
 }
@@ -74,7 +78,9 @@ impl Driver {
             output: TransmitBuf::new(),
             timer,
             read_closed: false,
+            write_failed: false,
             stalled_since: None,
+            flush_pending: false,
             linger_until: None,
         }
     }
@@ -114,6 +120,11 @@ impl Driver {
 
     /// Writes as much output as the transport takes. Returns whether any was written.
     fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.write_failed {
+            // Nothing can be sent any more; what the core still produces is dropped.
+            self.output = TransmitBuf::new();
+            return false;
+        }
         let mut wrote = false;
         while !self.output.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
@@ -124,7 +135,7 @@ impl Driver {
                 .collect();
             match self.transport.as_mut().poll_write_vectored(cx, &slices) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    self.on_transport_failed();
+                    self.on_write_failed();
                     return true;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -136,25 +147,41 @@ impl Driver {
         }
         if wrote {
             self.stalled_since = None;
-            // TCP ignores this; TLS and WebSocket transports need it to send a record.
-            if let Poll::Ready(Err(_)) = self.transport.as_mut().poll_flush(cx) {
-                self.on_transport_failed();
-            }
         } else if !self.output.is_empty() && self.stalled_since.is_none() {
             self.stalled_since = Some(Instant::now());
+        }
+        // TCP ignores this; TLS and WebSocket transports need it to send a record. A flush
+        // that could not finish holds bytes in the transport: retry it when the transport
+        // wakes us, even if nothing new was written.
+        if wrote || self.flush_pending {
+            match self.transport.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.flush_pending = false,
+                Poll::Ready(Err(_)) => {
+                    self.on_write_failed();
+                    return true;
+                }
+                Poll::Pending => self.flush_pending = true,
+            }
         }
         wrote
     }
 
-    /// The transport failed: nothing more can be sent or received.
-    fn on_transport_failed(&mut self) {
-        self.read_closed = true;
+    /// The transport refused a write: nothing more can be sent. What it already received is
+    /// still read before the core hears of the end: the peer's last frames (its GOAWAY,
+    /// say) may be waiting there, and they say how the connection ended.
+    fn on_write_failed(&mut self) {
+        self.write_failed = true;
         self.output = TransmitBuf::new();
-        self.input_start = self.input_end;
+        self.flush_pending = false;
+        self.stalled_since = None;
+    }
+
+    /// No more input: tell the core.
+    fn on_end_of_input(&mut self) {
+        self.read_closed = true;
         let mut state = self.shared.lock();
         let now = self.shared.now();
         state.core.handle_eof(now);
-        state.dispatch_events();
     }
 
     /// Reads once if the core has room. Returns whether anything happened.
@@ -169,15 +196,17 @@ impl Driver {
             .poll_read(cx, &mut self.input[..room])
         {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                self.read_closed = true;
-                let mut state = self.shared.lock();
-                let now = self.shared.now();
-                state.core.handle_eof(now);
+                self.on_end_of_input();
                 true
             }
             Poll::Ready(Ok(n)) => {
                 self.input_start = 0;
                 self.input_end = n;
+                true
+            }
+            // After a failed write, the end is whatever had arrived by now.
+            Poll::Pending if self.write_failed => {
+                self.on_end_of_input();
                 true
             }
             Poll::Pending => false,
@@ -232,7 +261,7 @@ impl Future for Driver {
                     let state = this.shared.lock();
                     Instant::now() + state.core.config().close_linger
                 });
-                if this.output.is_empty() || Instant::now() >= linger {
+                if (this.output.is_empty() && !this.flush_pending) || Instant::now() >= linger {
                     // Best effort: the peer learns the end from our FIN.
                     let _ = this.transport.as_mut().poll_shutdown(cx);
                     this.shared.lock().on_finished();

@@ -25,12 +25,27 @@ enum Outgoing {
 }
 
 impl Outgoing {
-    fn set_timeout_until(&mut self, deadline: Option<Instant>) {
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match self {
-            Outgoing::Call(call) => call.timeout = remaining.or(call.timeout),
-            Outgoing::Publish(publish) => publish.timeout = remaining.or(publish.timeout),
+    /// Sets the time left until `deadline` as the timeout the core enforces. The core reads
+    /// a zero timeout as none at all, so a deadline that has passed fails here instead.
+    fn set_timeout_until(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let awaits_outcome = match self {
+            Outgoing::Call(_) => true,
+            Outgoing::Publish(publish) => publish.ack,
+        };
+        if remaining.is_zero() && awaits_outcome {
+            return Err(Error::Timeout(String::from(
+                "the timeout passed before it could be sent",
+            )));
         }
+        match self {
+            Outgoing::Call(call) => call.timeout = Some(remaining),
+            Outgoing::Publish(publish) => publish.timeout = Some(remaining),
+        }
+        Ok(())
     }
 }
 
@@ -41,7 +56,11 @@ impl Connection {
     /// peer's in-flight limit or our send buffer). Dropping the future cancels the call on
     /// the peer.
     pub async fn call(&self, call: Call) -> Result<Bytes, Error> {
-        let deadline = call.timeout.map(|t| Instant::now() + t);
+        // A zero timeout is none, as in the core.
+        let deadline = call
+            .timeout
+            .filter(|t| !t.is_zero())
+            .map(|t| Instant::now() + t);
         let id = self.queue(Outgoing::Call(call), deadline).await?;
         let mut guard = Outstanding {
             conn: self,
@@ -78,7 +97,10 @@ impl Connection {
     /// message if it was not delivered yet.
     pub async fn publish(&self, publish: Publish) -> Result<(), Error> {
         let ack = publish.ack;
-        let deadline = publish.timeout.map(|t| Instant::now() + t);
+        let deadline = publish
+            .timeout
+            .filter(|t| !t.is_zero())
+            .map(|t| Instant::now() + t);
         let id = self.queue(Outgoing::Publish(publish), deadline).await?;
         if !ack {
             return Ok(());
@@ -121,7 +143,7 @@ impl Connection {
                 if state.is_ending() {
                     return Err(state.lost_error());
                 }
-                item.set_timeout_until(deadline);
+                item.set_timeout_until(deadline)?;
                 let now = self.shared.now();
                 let queued = match &item {
                     Outgoing::Call(call) => state.core.rpc().call(now, call.clone()).map(|id| {

@@ -101,6 +101,9 @@ impl<T> Pending<T> {
     }
 }
 
+/// Entries a [`WaitList`] holds before it sheds stale ones.
+const MAX_WAITERS: usize = 1024;
+
 /// Tasks waiting for the same kind of news. Waking wakes them all; each re-checks.
 #[derive(Debug, Default)]
 pub(crate) struct WaitList(Vec<Waker>);
@@ -108,9 +111,15 @@ pub(crate) struct WaitList(Vec<Waker>);
 impl WaitList {
     /// Adds `waker` unless it is already there (a future polled twice adds itself once).
     pub(crate) fn register(&mut self, waker: &Waker) {
-        if !self.0.iter().any(|w| w.will_wake(waker)) {
-            self.0.push(waker.clone());
+        if self.0.iter().any(|w| w.will_wake(waker)) {
+            return;
         }
+        // Futures dropped while waiting (timed out, cancelled) leave their wakers here.
+        // Past this size, wake everyone: the live waiters re-register, the stale wakers go.
+        if self.0.len() >= MAX_WAITERS {
+            self.wake_all();
+        }
+        self.0.push(waker.clone());
     }
 
     pub(crate) fn wake_all(&mut self) {
@@ -247,6 +256,9 @@ impl State {
             Event::GoAway { .. } => {
                 self.going_away = true;
                 self.changes.wake_all();
+                // Work waiting for room may now be refused: let it retry once and fail fast.
+                self.unblocked_generation = self.unblocked_generation.wrapping_add(1);
+                self.unblocked.wake_all();
             }
             Event::ConnectionLost(error) => self.on_lost(error),
             // Registrations are read from the core when needed; RTT likewise.

@@ -155,6 +155,9 @@ impl IncomingStream {
                 Ok(stream)
             }
             Err(StreamError::MetadataTooLarge { .. }) => {
+                // Refuse rather than let the stream's drop accept it with empty metadata.
+                drop(state);
+                stream.refuse(ErrorCode::INTERNAL, "the acceptor's metadata was too large");
                 Err(Error::TooLarge(String::from("accept metadata")))
             }
             Err(StreamError::Unknown(_) | StreamError::NotPending(_)) => Err(Error::Cancelled(

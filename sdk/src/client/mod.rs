@@ -29,6 +29,10 @@ use crate::stream::{IncomingStream, Stream};
 use handler::Handler;
 use options::Options;
 
+/// How long a session must have lasted for its graceful end (GOAWAY) to be followed by an
+/// immediate reconnect rather than the backoff.
+const GRACEFUL_RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
 /// The state of a client between and across sessions.
 #[derive(Debug, Default)]
 struct Sessions {
@@ -92,6 +96,18 @@ fn kind_of(key: u8) -> RegistrationKind {
         2 => RegistrationKind::Topic,
         _ => RegistrationKind::Hook,
     }
+}
+
+/// The time left until `deadline`; a timeout once it has passed (a zero timeout would
+/// mean none to the connection).
+fn remaining(deadline: Instant) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout(String::from(
+            "the timeout passed while waiting for a connection",
+        )));
+    }
+    Ok(left)
 }
 
 pub(crate) fn name(text: &str) -> Result<Name, Error> {
@@ -196,14 +212,14 @@ impl Client {
     pub(crate) async fn call(&self, mut call: Call) -> Result<Bytes, Error> {
         let deadline = self.deadline(call.timeout);
         let session = self.session(Some(deadline)).await?;
-        call.timeout = Some(deadline.saturating_duration_since(Instant::now()));
+        call.timeout = Some(remaining(deadline)?);
         session.call(call).await
     }
 
     pub(crate) async fn publish(&self, mut publish: Publish) -> Result<(), Error> {
         let deadline = self.deadline(publish.timeout);
         let session = self.session(Some(deadline)).await?;
-        publish.timeout = Some(deadline.saturating_duration_since(Instant::now()));
+        publish.timeout = Some(remaining(deadline)?);
         session.publish(publish).await
     }
 
@@ -234,21 +250,34 @@ impl Client {
 
     /// The first item `take` yields from any live session: the sessions still draining
     /// after a GOAWAY, then the current one. Starts over whenever the current session
-    /// changes, so a waiter never stays parked on a session that is going away; `None`
-    /// once the client is closed.
+    /// changes, so a waiter never stays parked on a session that is going away; while
+    /// there is no current session, the draining ones are still served (what they took
+    /// before their GOAWAY must not wait for a reconnect). `None` once the client is closed.
     async fn next_from_sessions<T, F, Fut>(&self, take: F) -> Option<T>
     where
         F: Fn(Connection) -> Fut,
         Fut: Future<Output = Option<T>>,
     {
         loop {
-            let current = self.session(None).await.ok()?;
-            let mut sources = {
+            // The installed session (as a marker of change), the live one to take from, and
+            // the draining ones; wait while there is nothing to take from.
+            let (installed, current, mut sources) = poll_fn(|cx| {
                 let mut sessions = self.sessions();
+                if sessions.closed {
+                    return Poll::Ready(None);
+                }
                 sessions.draining.retain(|s| !s.is_closed());
-                sessions.draining.clone()
-            };
-            sources.push(current.clone());
+                let installed = sessions.current.clone();
+                let current = installed.clone().filter(|c| !c.is_closed());
+                if current.is_none() && sessions.draining.is_empty() {
+                    sessions.waiters.register(cx.waker());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some((installed, current, sessions.draining.clone())))
+            })
+            .await?;
+            let has_current = current.is_some();
+            sources.extend(current);
             let mut waits: Vec<_> = sources
                 .into_iter()
                 .map(|s| Some(Box::pin(take(s))))
@@ -265,12 +294,14 @@ impl Client {
                     }
                 }
                 let mut sessions = self.sessions();
-                let still_current = sessions
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| Arc::ptr_eq(&c.shared, &current.shared));
-                let current_ended = waits.last().is_none_or(Option::is_none);
-                if sessions.closed || !still_current || current_ended {
+                let same_installed = match (&sessions.current, &installed) {
+                    (Some(now), Some(then)) => Arc::ptr_eq(&now.shared, &then.shared),
+                    (None, None) => true,
+                    _ => false,
+                };
+                let current_ended = has_current && waits.last().is_none_or(Option::is_none);
+                let all_ended = waits.iter().all(Option::is_none);
+                if sessions.closed || !same_installed || current_ended || all_ended {
                     return Poll::Ready(None);
                 }
                 sessions.waiters.register(cx.waker());
@@ -307,7 +338,17 @@ impl Client {
             match session.register(vec![entry]) {
                 // The session just ended: the next one's HELLO carries the method.
                 Err(_) if session.is_closed() => {}
-                result => result?,
+                Err(e) => {
+                    // Refused (e.g. the gateway's registration limit): keep nothing, so
+                    // later HELLOs do not carry it either.
+                    registrations.remove(&(kind_key(kind), name(method)?));
+                    self.handlers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(method);
+                    return Err(e);
+                }
+                Ok(()) => {}
             }
         }
         Ok(())
@@ -402,6 +443,9 @@ impl Client {
 
     fn uninstall(&self, error: Option<Error>) {
         let mut sessions = self.sessions();
+        // Forget sessions that finished draining (else a client that never receives keeps
+        // one dead session per GOAWAY).
+        sessions.draining.retain(|s| !s.is_closed());
         if let Some(old) = sessions.current.take()
             && !old.is_closed()
         {
@@ -490,6 +534,7 @@ async fn supervise(client: Arc<Client>) {
     let mut attempt = 0u32;
     while !client.is_closed() {
         let mut graceful = false;
+        let started = Instant::now();
         match client.connect_once().await {
             Ok((session, sent)) => {
                 attempt = 0;
@@ -528,7 +573,9 @@ async fn supervise(client: Arc<Client>) {
             client.give_up();
             break;
         }
-        if graceful {
+        // A gateway that sends GOAWAY to every new session must not cause a hot loop:
+        // only a session that lasted a while earns an immediate reconnect.
+        if graceful && started.elapsed() >= GRACEFUL_RECONNECT_AFTER {
             // The gateway drains the old session; a new one can start at once.
             continue;
         }
