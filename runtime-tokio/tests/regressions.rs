@@ -1,4 +1,5 @@
-//! Regression tests from the review of tether-sdk.
+//! Regression tests for driver and client bugs found in review: pending flushes, draining
+//! sessions, expired deadlines.
 
 mod support;
 
