@@ -223,7 +223,8 @@ impl Connection {
             let mut state = self.shared.lock();
             if let Some(message) = state.core.messages().next_message() {
                 state.wake_driver();
-                return Poll::Ready(Some(message));
+                let deadline = message.deadline.map(|at| self.shared.instant(at));
+                return Poll::Ready(Some((message, deadline)));
             }
             if state.is_ending() {
                 return Poll::Ready(None);
@@ -232,7 +233,7 @@ impl Connection {
             Poll::Pending
         })
         .await;
-        let message = taken?;
+        let (message, deadline) = taken?;
         Some(Message {
             conn: self.clone(),
             id: message.id,
@@ -240,6 +241,7 @@ impl Connection {
             address: message.address,
             body: message.body,
             ack_wanted: message.ack_wanted,
+            deadline,
         })
     }
 }
@@ -404,6 +406,7 @@ pub struct Message {
     address: Address,
     body: Bytes,
     ack_wanted: bool,
+    deadline: Option<Instant>,
 }
 
 impl Message {
@@ -431,6 +434,11 @@ impl Message {
     /// Whether the sender waits for an acknowledgement.
     pub fn ack_wanted(&self) -> bool {
         self.ack_wanted
+    }
+
+    /// When the sender stops waiting for the acknowledgement, if it set a timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// Acknowledges: processed.

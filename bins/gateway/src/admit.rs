@@ -1,0 +1,266 @@
+//! Admitting connections: handshakes on the service and edge ports, edge-id decisions
+//! (a service's `$edge_id` hook, the requested id, or allocation), replacement of a stale
+//! session, and the presence hooks (`docs/PROTOCOL.md#gateway-hooks`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto_core::name::Name;
+use proto_core::{Address, Call, ErrorCode, HandshakeAccept, RegistrationKind, Role};
+use tether_tokio::hooks::{
+    EDGE_ID_HOOK, EDGE_OFFLINE_HOOK, EDGE_ONLINE_HOOK, EdgeInfo, decode_edge_id,
+};
+use tether_tokio::{Connection, DriverConfig, Error, Handshake, runtime, tcp_transport};
+use tokio::net::TcpStream;
+
+use crate::config::PresenceFanout;
+use crate::hub::{EdgeSession, Hub, ServiceLink};
+use crate::links;
+use crate::routing::RouteKey;
+
+fn hook_timeout(hub: &Hub) -> Duration {
+    Duration::from_millis(hub.config.hook_timeout_ms)
+}
+
+/// Runs the handshake of a connection on the service port, then serves it.
+pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: SocketAddr) {
+    let Some(handshake) = handshake(&hub, socket, addr).await else {
+        return;
+    };
+    let info = &handshake.hello().info;
+    if info.role != Role::Service {
+        tracing::info!(%addr, "refused: an edge on the service port");
+        return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
+    }
+    if info.name.is_empty() {
+        tracing::info!(%addr, "refused: a service without a name");
+        return handshake.reject(ErrorCode::BAD_REQUEST, "a service needs a name");
+    }
+    let name = info.name.as_str().to_owned();
+    let id = hub.service_id();
+    let accept = HandshakeAccept {
+        assigned_id: id,
+        metadata: Bytes::new(),
+    };
+    let Ok(conn) = handshake.accept(accept) else {
+        return;
+    };
+    tracing::info!(role = "service", id, name = %name, %addr, "connected");
+    let link = Arc::new(ServiceLink {
+        id,
+        name,
+        conn: conn.clone(),
+    });
+    hub.add_service(Arc::clone(&link));
+    links::serve_service(Arc::clone(&hub), Arc::clone(&link)).await;
+    hub.remove_service(id);
+    let why = conn.closed().await;
+    tracing::info!(role = "service", id, name = %link.name, %addr, reason = %why, "disconnected");
+}
+
+/// Runs the handshake of a connection on the edge port, decides its id, then serves it.
+pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAddr) {
+    let Some(handshake) = handshake(&hub, socket, addr).await else {
+        return;
+    };
+    let info = handshake.hello().info.clone();
+    if info.role != Role::Edge {
+        tracing::info!(%addr, "refused: a service on the edge port");
+        return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for edges");
+    }
+    let id = match decide_edge_id(&hub, info.requested_id, addr, &info.metadata).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::info!(%addr, reason = %e, "edge refused");
+            return handshake.reject(e.code(), &e.text());
+        }
+    };
+    let Ok(conn) = handshake.accept(HandshakeAccept {
+        assigned_id: id,
+        metadata: Bytes::new(),
+    }) else {
+        return;
+    };
+    let session = Arc::new(EdgeSession {
+        id,
+        session: hub.session_number(),
+        conn: conn.clone(),
+        addr: Some(addr),
+        metadata: info.metadata.clone(),
+        offline_sent: Default::default(),
+    });
+    if let Some(old) = hub.put_edge(Arc::clone(&session)) {
+        // A reconnecting edge must never be refused because a stale session lingers.
+        tracing::info!(role = "edge", id, old_addr = ?old.addr, "replaced by a newer session");
+        old.conn.close(
+            ErrorCode::REPLACED,
+            "a newer connection with this edge id replaced it",
+        );
+        offline(&hub, &old).await;
+    }
+    tracing::info!(role = "edge", id, %addr, "connected");
+    if let Err(e) = online(&hub, &session).await {
+        tracing::info!(role = "edge", id, reason = %e, "the online hook refused the edge");
+        conn.close(e.code(), &e.text());
+    }
+    links::serve_edge(Arc::clone(&hub), Arc::clone(&session)).await;
+    hub.remove_edge(id, session.session);
+    let why = conn.closed().await;
+    offline(&hub, &session).await;
+    tracing::info!(role = "edge", id, %addr, reason = %why, "disconnected");
+}
+
+async fn handshake(hub: &Hub, socket: TcpStream, addr: SocketAddr) -> Option<Handshake> {
+    match Connection::accept(
+        runtime(),
+        tcp_transport(socket),
+        hub.core.clone(),
+        DriverConfig::default(),
+    )
+    .await
+    {
+        Ok(handshake) => Some(handshake),
+        Err(e) => {
+            tracing::debug!(%addr, reason = %e, "handshake failed");
+            None
+        }
+    }
+}
+
+/// Calls `hook` on `service` with `edge`'s description.
+async fn call_hook(
+    hub: &Hub,
+    service: &ServiceLink,
+    hook: &'static str,
+    edge: &EdgeInfo,
+) -> Result<Bytes, Error> {
+    let call = Call {
+        address: Address {
+            peer_id: edge.id,
+            peer_name: Name::EMPTY,
+        },
+        method: Name::from_static(hook).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+        body: edge.encode(),
+        timeout: Some(hook_timeout(hub)),
+    };
+    service.conn.call(call).await
+}
+
+/// The id an edge gets: from a service's `$edge_id` hook if one registered it, else the
+/// id it asked for, else a fresh one when allocation is on.
+async fn decide_edge_id(
+    hub: &Hub,
+    requested: Option<u64>,
+    addr: SocketAddr,
+    metadata: &Bytes,
+) -> Result<u64, Error> {
+    let hooks = hub.services_with(RegistrationKind::Hook, EDGE_ID_HOOK);
+    let edge = EdgeInfo {
+        id: requested.unwrap_or(0),
+        addr: addr.to_string(),
+        metadata: metadata.clone(),
+    };
+    let key = RouteKey::Stable(requested.unwrap_or_else(|| addr.port().into()));
+    if let Some(service) = hub.pick(&hooks, key) {
+        let answer = call_hook(hub, &service, EDGE_ID_HOOK, &edge).await?;
+        let id = decode_edge_id(&answer)?;
+        if id == 0 {
+            return Err(Error::Status {
+                code: ErrorCode::INTERNAL,
+                text: String::from("the edge-id hook returned 0"),
+            });
+        }
+        return Ok(id);
+    }
+    match requested {
+        Some(id) if id != 0 => Ok(id),
+        _ if hub.config.edgeid_alloc_when_no_idservice_on => Ok(hub.allocate_edge_id()),
+        _ => Err(Error::ServiceNotOnline(String::from(
+            "no service assigns edge ids and the gateway does not allocate them",
+        ))),
+    }
+}
+
+fn description(session: &EdgeSession) -> EdgeInfo {
+    EdgeInfo {
+        id: session.id,
+        addr: session.addr.map(|a| a.to_string()).unwrap_or_default(),
+        metadata: session.metadata.clone(),
+    }
+}
+
+/// The services a presence event for `session` goes to.
+fn presence_targets(hub: &Hub, hook: &'static str, session: &EdgeSession) -> Vec<Arc<ServiceLink>> {
+    let all = hub.services_with(RegistrationKind::Hook, hook);
+    match hub.config.presence {
+        PresenceFanout::All => all,
+        PresenceFanout::One => hub
+            .pick(&all, RouteKey::Stable(session.id))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Tells the interested services that `session` is online; the first error refuses it.
+async fn online(hub: &Hub, session: &EdgeSession) -> Result<(), Error> {
+    let edge = description(session);
+    let targets = presence_targets(hub, EDGE_ONLINE_HOOK, session);
+    let calls = targets
+        .iter()
+        .map(|service| call_hook(hub, service, EDGE_ONLINE_HOOK, &edge));
+    for result in join_all(calls).await {
+        match result {
+            Ok(_) => {}
+            // A service that went away or timed out does not get to refuse the edge.
+            Err(
+                Error::Timeout(_) | Error::ConnectionLost(_) | Error::Closed | Error::GoingAway(_),
+            ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Tells the interested services that `session` went offline, once per session.
+async fn offline(hub: &Hub, session: &EdgeSession) {
+    if session.offline_sent.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let edge = description(session);
+    let targets = presence_targets(hub, EDGE_OFFLINE_HOOK, session);
+    let calls = targets
+        .iter()
+        .map(|service| call_hook(hub, service, EDGE_OFFLINE_HOOK, &edge));
+    for result in join_all(calls).await {
+        if let Err(e) = result {
+            tracing::debug!(id = session.id, reason = %e, "offline hook failed");
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}

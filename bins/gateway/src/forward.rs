@@ -1,0 +1,167 @@
+//! Forwarding between a connection and the one its traffic is routed to: requests,
+//! messages and streams, each on its own task, so nothing waits behind anything else.
+//!
+//! Errors keep their code across the hop. A target that disappears while work is in flight
+//! answers at once with `EDGE_NOT_ONLINE` / `SERVICE_NOT_ONLINE`, not with a timeout.
+//! A caller that cancels (or whose deadline passes) cancels the forwarded call.
+
+use std::future::Future;
+use std::time::Instant;
+
+use proto_core::name::Name;
+use proto_core::{Address, Call, OpenStream, Publish};
+use tether_tokio::{Connection, Error, IncomingStream, Message, Request};
+
+use crate::splice::splice;
+
+/// Where forwarded traffic came from, as the target sees it (its address).
+#[derive(Clone, Debug)]
+pub(crate) struct Source(pub(crate) Address);
+
+impl Source {
+    /// An edge, seen by a service.
+    pub(crate) fn edge(id: u64) -> Source {
+        Source(Address {
+            peer_id: id,
+            peer_name: Name::EMPTY,
+        })
+    }
+
+    /// A service, seen by an edge.
+    pub(crate) fn service(name: &str) -> Source {
+        Source(Address {
+            peer_id: 0,
+            peer_name: Name::new(name).unwrap_or(Name::EMPTY),
+        })
+    }
+}
+
+/// Which error a lost target turns into.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TargetKind {
+    /// An edge: `EDGE_NOT_ONLINE`.
+    Edge,
+    /// A service: `SERVICE_NOT_ONLINE`.
+    Service,
+}
+
+impl TargetKind {
+    fn gone(self) -> Error {
+        match self {
+            TargetKind::Edge => Error::EdgeNotOnline(String::from("the edge disconnected")),
+            TargetKind::Service => {
+                Error::ServiceNotOnline(String::from("the service disconnected"))
+            }
+        }
+    }
+
+    /// Maps a failure of the forwarded operation: a lost target is "not online".
+    fn map(self, error: Error) -> Error {
+        match error {
+            Error::ConnectionLost(_) | Error::Closed | Error::NotConnected(_) => self.gone(),
+            other => other,
+        }
+    }
+}
+
+fn remaining(deadline: Option<Instant>) -> Option<std::time::Duration> {
+    deadline.map(|d| {
+        d.saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_millis(1))
+    })
+}
+
+/// Races `work` against the caller giving up.
+async fn unless_cancelled<T>(request: &Request, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        result = work => Some(result),
+        _ = request.cancelled() => None,
+    }
+}
+
+/// Forwards `request` to `target` and answers it.
+pub(crate) async fn forward_request(
+    mut request: Request,
+    target: Connection,
+    source: Source,
+    kind: TargetKind,
+) {
+    let method = match Name::new(request.method()) {
+        Ok(m) => m,
+        Err(_) => return request.respond(Err(Error::InvalidArgument(String::from("method")))),
+    };
+    let call = Call {
+        address: source.0,
+        method,
+        body: request.take_body(),
+        timeout: remaining(request.deadline()),
+    };
+    // Dropping the forwarded call (when the caller cancels) cancels it at the target.
+    if let Some(result) = unless_cancelled(&request, target.call(call)).await {
+        request.respond(result.map_err(|e| kind.map(e)));
+    }
+}
+
+/// Forwards `message` to `target` and relays the acknowledgement.
+pub(crate) async fn forward_message(
+    mut message: Message,
+    target: Connection,
+    topic: Name,
+    source: Source,
+    kind: TargetKind,
+) {
+    let publish = Publish {
+        address: source.0,
+        topic,
+        body: message.take_body(),
+        ack: message.ack_wanted(),
+        timeout: remaining(message.deadline()),
+    };
+    match target.publish(publish).await {
+        Ok(()) => message.done(),
+        Err(e) => message.error(kind.map(e)),
+    }
+}
+
+/// Opens the matching stream on `target`; splices the two when it accepts, passes its
+/// refusal back otherwise.
+pub(crate) async fn forward_stream(
+    incoming: IncomingStream,
+    target: Connection,
+    source: Source,
+    kind: TargetKind,
+    hook_timeout: std::time::Duration,
+) {
+    let open = OpenStream {
+        address: source.0,
+        metadata: incoming.metadata().clone(),
+    };
+    match target.open_stream(open, Some(hook_timeout)).await {
+        Ok((far, accept_metadata)) => match incoming.accept(accept_metadata) {
+            Ok(near) => splice(near, far).await,
+            Err(_) => drop(far),
+        },
+        Err(e) => {
+            let e = kind.map(e);
+            incoming.refuse(e.code(), &e.text());
+        }
+    }
+}
+
+/// Answers a request that cannot be routed.
+pub(crate) fn refuse_request(request: Request, error: Error) {
+    request.respond(Err(error));
+}
+
+/// Answers a message that cannot be routed (a fire-and-forget one is dropped: its sender
+/// asked for no outcome).
+pub(crate) fn refuse_message(message: Message, error: Error) {
+    if message.ack_wanted() {
+        message.error(error);
+    }
+}
+
+/// Refuses a stream that cannot be routed.
+pub(crate) fn refuse_stream(incoming: IncomingStream, error: Error) {
+    incoming.refuse(error.code(), &error.text());
+}

@@ -1,0 +1,174 @@
+//! Who is connected: services by id, edges by id, and the lookups routing needs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use proto_core::RegistrationKind;
+use tether_tokio::Connection;
+
+use crate::config::GatewayConfig;
+use crate::routing::{RouteKey, choose};
+
+/// A connected service.
+#[derive(Debug)]
+pub(crate) struct ServiceLink {
+    /// The id the gateway gave it.
+    pub(crate) id: u64,
+    /// Its name (edges open streams to it by name).
+    pub(crate) name: String,
+    /// Its connection.
+    pub(crate) conn: Connection,
+}
+
+impl ServiceLink {
+    /// Whether it registered `name` as `kind`.
+    pub(crate) fn has(&self, kind: RegistrationKind, name: &str) -> bool {
+        self.conn
+            .peer_registrations()
+            .iter()
+            .any(|r| r.kind == kind && r.name.as_str() == name)
+    }
+}
+
+/// One session of a connected edge.
+#[derive(Debug)]
+pub(crate) struct EdgeSession {
+    /// The edge id.
+    pub(crate) id: u64,
+    /// Distinguishes sessions of the same edge id (a replaced one from its successor).
+    pub(crate) session: u64,
+    /// Its connection.
+    pub(crate) conn: Connection,
+    /// Its address.
+    pub(crate) addr: Option<SocketAddr>,
+    /// The metadata of its HELLO.
+    pub(crate) metadata: Bytes,
+    /// Its offline event was sent (exactly once per session).
+    pub(crate) offline_sent: AtomicBool,
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    /// The configuration it runs with.
+    pub(crate) config: GatewayConfig,
+    /// The protocol configuration of every connection.
+    pub(crate) core: proto_core::Config,
+    services: Mutex<BTreeMap<u64, Arc<ServiceLink>>>,
+    edges: Mutex<HashMap<u64, Arc<EdgeSession>>>,
+    next_service: AtomicU64,
+    next_edge: AtomicU64,
+    next_session: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// An empty hub.
+    pub(crate) fn new(config: GatewayConfig) -> Hub {
+        Hub {
+            core: config.core_config(),
+            config,
+            services: Mutex::new(BTreeMap::new()),
+            edges: Mutex::new(HashMap::new()),
+            next_service: AtomicU64::new(1),
+            next_edge: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// A new service id.
+    pub(crate) fn service_id(&self) -> u64 {
+        self.next_service.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new session number.
+    pub(crate) fn session_number(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// An edge id no online edge has.
+    pub(crate) fn allocate_edge_id(&self) -> u64 {
+        let edges = lock(&self.edges);
+        loop {
+            let id = self.next_edge.fetch_add(1, Ordering::Relaxed);
+            if id != 0 && !edges.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Adds a service.
+    pub(crate) fn add_service(&self, link: Arc<ServiceLink>) {
+        lock(&self.services).insert(link.id, link);
+    }
+
+    /// Removes a service.
+    pub(crate) fn remove_service(&self, id: u64) {
+        lock(&self.services).remove(&id);
+    }
+
+    /// Every connected service.
+    pub(crate) fn services(&self) -> Vec<Arc<ServiceLink>> {
+        lock(&self.services).values().cloned().collect()
+    }
+
+    /// The services that registered `name` as `kind`.
+    pub(crate) fn services_with(
+        &self,
+        kind: RegistrationKind,
+        name: &str,
+    ) -> Vec<Arc<ServiceLink>> {
+        self.services()
+            .into_iter()
+            .filter(|s| !s.conn.is_closed() && s.has(kind, name))
+            .collect()
+    }
+
+    /// The services called `name`.
+    pub(crate) fn services_named(&self, name: &str) -> Vec<Arc<ServiceLink>> {
+        self.services()
+            .into_iter()
+            .filter(|s| !s.conn.is_closed() && s.name == name)
+            .collect()
+    }
+
+    /// The candidate `key` maps to.
+    pub(crate) fn pick(
+        &self,
+        candidates: &[Arc<ServiceLink>],
+        key: RouteKey,
+    ) -> Option<Arc<ServiceLink>> {
+        let ids: Vec<u64> = candidates.iter().map(|s| s.id).collect();
+        let id = choose(key, &ids)?;
+        candidates.iter().find(|s| s.id == id).cloned()
+    }
+
+    /// The online edge `id`.
+    pub(crate) fn edge(&self, id: u64) -> Option<Arc<EdgeSession>> {
+        lock(&self.edges).get(&id).cloned()
+    }
+
+    /// Every online edge.
+    pub(crate) fn edges(&self) -> Vec<Arc<EdgeSession>> {
+        lock(&self.edges).values().cloned().collect()
+    }
+
+    /// Makes `session` the online session of its edge id; returns the one it replaces.
+    pub(crate) fn put_edge(&self, session: Arc<EdgeSession>) -> Option<Arc<EdgeSession>> {
+        lock(&self.edges).insert(session.id, session)
+    }
+
+    /// Removes edge `id` if `session` is still its online session.
+    pub(crate) fn remove_edge(&self, id: u64, session: u64) {
+        let mut edges = lock(&self.edges);
+        if edges.get(&id).is_some_and(|s| s.session == session) {
+            edges.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The Tether gateway as a library: configuration, routing and the connection handling
+//! the `tether-gateway` binary runs. End-to-end tests start the binary itself.
+//!
+//! - [`config`]: the YAML configuration, flags and environment overrides;
+//! - `routing`: the choice among candidate services (rendezvous hashing), pure;
+//! - `hub`: who is connected;
+//! - `admit`: handshakes, edge ids, stale-session replacement, presence hooks;
+//! - `links` and `forward`: routing and forwarding of calls, messages and streams;
+//! - `splice`: stream relaying with end-to-end backpressure;
+//! - [`Gateway`]: the listeners and graceful shutdown.
+
+mod admit;
+pub mod config;
+mod forward;
+mod hub;
+mod links;
+pub mod routing;
+mod server;
+mod splice;
+
+pub use server::Gateway;
