@@ -104,6 +104,8 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     tracing::info!(role = "edge", id, %addr, "connected");
     if let Err(e) = online(&hub, &session).await {
         tracing::info!(role = "edge", id, reason = %e, "the online hook refused the edge");
+        // It never counted as online: no offline event either.
+        session.offline_sent.store(true, Ordering::Release);
         conn.close(e.code(), &e.text());
     }
     links::serve_edge(Arc::clone(&hub), Arc::clone(&session)).await;

@@ -1,76 +1,49 @@
-//! Gateway configuration: built-in defaults, an optional YAML file, then command-line flags
-//! and environment variables, in that order of increasing precedence.
+//! Gateway configuration: built-in defaults, then an optional YAML file, then command-line
+//! flags and `TETHER_*` environment variables, in increasing order of precedence.
 //!
 //! [`Cli::resolve`] produces the effective [`GatewayConfig`]; [`GatewayConfig::core_config`]
-//! turns its `protocol` section into the [`proto_core::Config`] every connection uses.
+//! turns it into the [`proto_core::Config`] every connection uses.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::ValueEnum;
+use clap::builder::BoolishValueParser;
 use proto_core::codec::{HEADER_LEN, MAX_WINDOW};
 use proto_core::config::MIN_WINDOW;
 use proto_core::{HEAD_CREDIT, Settings};
+use serde::{Deserialize, Serialize};
 
 /// How edge → service traffic picks among candidate services.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 #[value(rename_all = "lower")]
 pub enum HashBy {
-    /// Hash the edge id: an edge always reaches the same service while the set is stable.
+    /// By edge id: an edge keeps reaching the same service while the set of services holds.
     #[default]
     EdgeId,
-    /// Hash the edge's source IP address: edges behind one address share a service.
+    /// By the edge's source IP address: edges behind one address share a service.
     SrcIp,
-    /// Pick a service at random for every call, message or stream.
+    /// At random.
     Random,
 }
 
 /// Which services get edge online/offline events.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 #[value(rename_all = "lower")]
 pub enum PresenceFanout {
-    /// Every service that registered the presence hooks.
+    /// Every service that registered the presence hook.
     #[default]
     All,
-    /// One of them, picked the way [`HashBy`] picks for ordinary traffic.
+    /// One of them, chosen by the edge id.
     One,
 }
 
 /// The format of the gateway's log lines.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 #[value(rename_all = "lower")]
 pub enum LogFormat {
@@ -81,7 +54,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// The whole gateway configuration (the YAML file's top level).
+/// The whole gateway configuration (the YAML file's top level). Missing keys keep their
+/// defaults; [`DEFAULT_CONFIG_YAML`] documents every key.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
@@ -91,8 +65,8 @@ pub struct GatewayConfig {
     pub edge_listen: SocketAddr,
     /// How edge → service traffic picks among candidate services. Default `edgeid`.
     pub hashby: HashBy,
-    /// When no service provides the `$edge_id` hook, the gateway allocates edge ids itself
-    /// (otherwise such edges are refused). Default `true`.
+    /// Whether the gateway allocates edge ids itself when no service provides the
+    /// `$edge_id` hook. Default `true`.
     pub edgeid_alloc_when_no_idservice_on: bool,
     /// Which services get edge online/offline events. Default `all`.
     pub presence: PresenceFanout,
@@ -103,11 +77,13 @@ pub struct GatewayConfig {
     pub drain_timeout_ms: u64,
     /// Log line format. Default `human`.
     pub log_format: LogFormat,
-    /// Protocol limits every connection advertises and enforces.
+    /// Protocol limits and timeouts of every connection. An empty `protocol:` section (every
+    /// key commented out) keeps the defaults.
+    #[serde(deserialize_with = "null_as_default")]
     pub protocol: ProtocolConfig,
 }
 
-/// Protocol limits and timeouts (the YAML file's `protocol` section). The defaults are
+/// Protocol limits and timeouts (the `protocol` section); the defaults are
 /// [`proto_core::Config::default`]'s values.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -124,16 +100,16 @@ pub struct ProtocolConfig {
     pub max_inflight_requests: u32,
     /// Acknowledged messages a peer may have awaiting acknowledgement at once. Default 1024.
     pub max_inflight_messages: u32,
-    /// Close a connection after this long without receiving anything, in milliseconds
-    /// (0: never). Default 60000.
+    /// Close a connection after this many milliseconds without input (0: never).
+    /// Default 60000.
     pub idle_timeout_ms: u32,
-    /// Send a PING after this long without receiving anything, in milliseconds (0: no
-    /// keepalive). Default 15000.
+    /// Send a PING after this many milliseconds without input (0: no keepalive).
+    /// Default 15000.
     pub keepalive_interval_ms: u64,
-    /// Close when nothing arrives this long after a keepalive PING, in milliseconds.
+    /// Close when nothing arrives this many milliseconds after a keepalive PING.
     /// Default 10000.
     pub keepalive_timeout_ms: u64,
-    /// A connecting peer must complete its handshake within this time, in milliseconds.
+    /// A connecting peer must complete its handshake within this many milliseconds.
     /// Default 10000.
     pub handshake_timeout_ms: u64,
 }
@@ -147,7 +123,7 @@ impl Default for GatewayConfig {
             edgeid_alloc_when_no_idservice_on: true,
             presence: PresenceFanout::All,
             hook_timeout_ms: 5000,
-            drain_timeout_ms: duration_ms(proto_core::Config::default().drain_timeout),
+            drain_timeout_ms: millis(proto_core::Config::default().drain_timeout),
             log_format: LogFormat::Human,
             protocol: ProtocolConfig::default(),
         }
@@ -166,14 +142,23 @@ impl Default for ProtocolConfig {
             max_inflight_requests: s.max_inflight_requests,
             max_inflight_messages: s.max_inflight_messages,
             idle_timeout_ms: s.idle_timeout_ms,
-            keepalive_interval_ms: duration_ms(core.keepalive_interval),
-            keepalive_timeout_ms: duration_ms(core.keepalive_timeout),
-            handshake_timeout_ms: duration_ms(core.handshake_timeout),
+            keepalive_interval_ms: millis(core.keepalive_interval),
+            keepalive_timeout_ms: millis(core.keepalive_timeout),
+            handshake_timeout_ms: millis(core.handshake_timeout),
         }
     }
 }
 
-fn duration_ms(d: Duration) -> u64 {
+/// Reads a section that may be empty (YAML null) as its default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -181,19 +166,19 @@ fn duration_ms(d: Duration) -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read configuration file {}: {source}", path.display())]
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What went wrong.
         source: io::Error,
     },
-    /// The YAML is malformed, has an unknown key or a value of the wrong type. The message
-    /// names the key and the line.
-    #[error("invalid configuration: {0}")]
+    /// Malformed YAML, an unknown key or a value of the wrong type; the message names the
+    /// key (dotted: `protocol.max_message_size`) and the line.
+    #[error("{0}")]
     Parse(String),
-    /// A value parses but cannot work.
-    #[error("invalid configuration: {key}: {problem}")]
+    /// A value that parses but cannot work.
+    #[error("{key}: {problem}")]
     Invalid {
         /// The key, dotted for nested sections (`protocol.connection_window`).
         key: String,
@@ -202,119 +187,110 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+fn invalid(key: &str, problem: String) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
-        problem: problem.into(),
+        problem,
     }
 }
 
 impl GatewayConfig {
-    /// Parses YAML; errors name the key (serde's deny_unknown_fields and type errors do, make
-    /// sure the message includes the path/field and line).
-    ///
-    /// Missing keys keep their defaults; an empty document (or only comments) is the default
-    /// configuration. Does not call [`GatewayConfig::validate`].
+    /// Parses YAML. Missing keys keep their defaults (an empty document is the default
+    /// configuration); unknown keys and values of the wrong type are errors naming the key
+    /// and the line. Does not [`validate`](GatewayConfig::validate).
     pub fn from_yaml(text: &str) -> Result<GatewayConfig, ConfigError> {
-        if is_blank_yaml(text) {
+        // serde-saphyr rejects a document that is only `---`.
+        let blank = |l: &str| l.is_empty() || l.starts_with('#') || l == "---" || l == "...";
+        if text.lines().all(|l| blank(l.trim())) {
             return Ok(GatewayConfig::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+        serde_saphyr::from_str(text).map_err(|e| {
+            // serde-saphyr gives the line and column but, for a bad value, not the key.
+            let message = e.without_snippet().to_string();
+            let at = e.location();
+            match at.and_then(|at| key_path_at(text, at.line(), at.column())) {
+                Some(path) => ConfigError::Parse(format!("{path}: {message}")),
+                None => ConfigError::Parse(message),
+            }
+        })
     }
 
     /// Checks values that parse but make no sense; every error names the key, e.g.
     /// `protocol.initial_stream_window: must be at least 1024`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.service_listen == self.edge_listen && self.service_listen.port() != 0 {
-            return Err(invalid(
-                "edge_listen",
-                format!("must differ from service_listen ({})", self.service_listen),
-            ));
-        }
-        if self.hook_timeout_ms == 0 {
-            return Err(invalid("hook_timeout_ms", "must be at least 1"));
+            let problem = format!("must differ from service_listen {}", self.service_listen);
+            return Err(invalid("edge_listen", problem));
         }
         let p = &self.protocol;
-        let max_body = MAX_WINDOW - HEAD_CREDIT;
-        if p.max_message_size == 0 {
-            return Err(invalid("protocol.max_message_size", "must be at least 1"));
-        }
-        if u64::from(p.max_message_size) > max_body {
-            return Err(invalid(
-                "protocol.max_message_size",
-                format!("must be at most {max_body}"),
-            ));
-        }
-        for (key, value) in [
-            ("protocol.initial_stream_window", p.initial_stream_window),
-            ("protocol.connection_window", p.connection_window),
-        ] {
-            if value < MIN_WINDOW {
-                return Err(invalid(key, format!("must be at least {MIN_WINDOW}")));
-            }
-            if u64::from(value) > MAX_WINDOW {
-                return Err(invalid(key, format!("must be at most {MAX_WINDOW}")));
-            }
-        }
-        for (key, value) in [
-            ("protocol.max_concurrent_streams", p.max_concurrent_streams),
-            ("protocol.max_inflight_requests", p.max_inflight_requests),
-            ("protocol.max_inflight_messages", p.max_inflight_messages),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
         if p.keepalive_interval_ms > 0 && p.keepalive_timeout_ms == 0 {
-            return Err(invalid(
-                "protocol.keepalive_timeout_ms",
-                "must be at least 1 while protocol.keepalive_interval_ms is not 0",
-            ));
+            let problem = "must be at least 1 while protocol.keepalive_interval_ms is not 0";
+            return Err(invalid("protocol.keepalive_timeout_ms", problem.into()));
         }
-        if p.handshake_timeout_ms == 0 {
-            return Err(invalid(
-                "protocol.handshake_timeout_ms",
-                "must be at least 1",
-            ));
+        // The `$edge_id` hook runs while the edge's handshake waits for a decision; a hook
+        // allowed to outlast the handshake deadline would be refused by that deadline.
+        if self.hook_timeout_ms >= p.handshake_timeout_ms && p.handshake_timeout_ms > 0 {
+            let problem = format!(
+                "must be less than protocol.handshake_timeout_ms ({})",
+                p.handshake_timeout_ms
+            );
+            return Err(invalid("hook_timeout_ms", problem));
         }
-        // Anything the checks above missed but proto-core rejects.
-        self.core_config()
-            .validate()
-            .map_err(|e| invalid("protocol", e.to_string()))
+        let max_body = MAX_WINDOW - HEAD_CREDIT;
+        let (window, count) = (u64::from(MIN_WINDOW)..=MAX_WINDOW, 1..=u64::from(u32::MAX));
+        #[rustfmt::skip]
+        let ranges = [
+            ("hook_timeout_ms", self.hook_timeout_ms, 1..=u64::MAX),
+            ("protocol.max_message_size", p.max_message_size.into(), 1..=max_body),
+            ("protocol.initial_stream_window", p.initial_stream_window.into(), window.clone()),
+            ("protocol.connection_window", p.connection_window.into(), window),
+            ("protocol.max_concurrent_streams", p.max_concurrent_streams.into(), count.clone()),
+            ("protocol.max_inflight_requests", p.max_inflight_requests.into(), count.clone()),
+            ("protocol.max_inflight_messages", p.max_inflight_messages.into(), count),
+            ("protocol.handshake_timeout_ms", p.handshake_timeout_ms, 1..=u64::MAX),
+        ];
+        for (key, value, range) in ranges {
+            if value < *range.start() {
+                return Err(invalid(key, format!("must be at least {}", range.start())));
+            }
+            if value > *range.end() {
+                return Err(invalid(key, format!("must be at most {}", range.end())));
+            }
+        }
+        // Whatever the checks above missed but proto-core rejects.
+        let core = self.core_config().validate();
+        core.map_err(|e| invalid("protocol", e.to_string()))
     }
 
     /// The proto-core configuration for each connection: proto-core's defaults with the
     /// settings and timeouts from `protocol` and the drain timeout from `drain_timeout_ms`.
     ///
     /// Derived limits grow with the configured ones: the message window always holds the
-    /// largest message plus its head, the stream window auto-tuning ceiling is never below
+    /// largest message plus its head, the stream window's auto-tuning ceiling is never below
     /// the initial stream window, and the input buffer always holds a whole frame.
     pub fn core_config(&self) -> proto_core::Config {
         let p = &self.protocol;
         let base = proto_core::Config::default();
-        let needed_message_window = u64::from(p.max_message_size) + HEAD_CREDIT;
-        let message_window = u32::try_from(needed_message_window)
-            .unwrap_or(u32::MAX)
-            .max(base.settings.message_window);
+        let needed = u64::from(p.max_message_size).saturating_add(HEAD_CREDIT);
         let settings = Settings {
             max_message_size: p.max_message_size,
             initial_stream_window: p.initial_stream_window,
             connection_window: p.connection_window,
-            message_window,
+            message_window: u32::try_from(needed)
+                .unwrap_or(u32::MAX)
+                .max(base.settings.message_window),
             max_concurrent_streams: p.max_concurrent_streams,
             max_inflight_requests: p.max_inflight_requests,
             max_inflight_messages: p.max_inflight_messages,
             idle_timeout_ms: p.idle_timeout_ms,
             ..base.settings
         };
-        let min_input = settings
-            .max_frame_size
-            .saturating_add(HEADER_LEN as u32)
-            .max(base.max_handshake_size.saturating_add(HEADER_LEN as u32));
+        let header = HEADER_LEN as u32;
+        let frame = settings.max_frame_size.max(base.max_handshake_size);
         proto_core::Config {
             settings,
             max_stream_window: base.max_stream_window.max(p.initial_stream_window),
-            max_input_buffer: base.max_input_buffer.max(min_input),
+            max_input_buffer: base.max_input_buffer.max(frame.saturating_add(header)),
             handshake_timeout: Duration::from_millis(p.handshake_timeout_ms),
             keepalive_interval: Duration::from_millis(p.keepalive_interval_ms),
             keepalive_timeout: Duration::from_millis(p.keepalive_timeout_ms),
@@ -322,88 +298,106 @@ impl GatewayConfig {
             ..base
         }
     }
-
-    /// How long to wait for a service's `$edge_id` / `$edge_online` hook.
-    pub fn hook_timeout(&self) -> Duration {
-        Duration::from_millis(self.hook_timeout_ms)
-    }
-
-    /// The graceful shutdown deadline.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
-    }
 }
 
-/// True when the text holds no YAML content: only blank lines, comments and document markers.
-fn is_blank_yaml(text: &str) -> bool {
-    text.lines().all(|line| {
-        let line = line.trim();
-        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
-    })
+/// The dotted path (`protocol.max_message_size`) of the key at, or the key of the value at, a
+/// 1-based line and column of block-style YAML: the key on that line, then each less indented
+/// parent key. Best effort: in a flow mapping only the innermost key is found.
+fn key_path_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line.checked_sub(1)?).ok()?;
+    let current = *lines.get(index)?;
+    let column = usize::try_from(column.checked_sub(1)?).ok()?;
+    let split = current
+        .char_indices()
+        .nth(column)
+        .map_or(current.len(), |(i, _)| i);
+    let (before, at) = current.split_at(split);
+    let mut path = Vec::new();
+    let mut indent = current.len() - current.trim_start().len();
+    match before.trim_end() {
+        // At a key, or at a value on its own line under its key.
+        "" => path.extend(leading_key(at)),
+        flow if flow.ends_with(['{', ',']) => path.extend(leading_key(at)),
+        // At a value after `key:`.
+        head => path.push(clean_key(
+            head.strip_suffix(':')?.rsplit(['{', ',']).next()?,
+        )?),
+    }
+    for parent in lines[..index].iter().rev() {
+        if indent == 0 {
+            break;
+        }
+        let trimmed = parent.trim_start();
+        let parent_indent = parent.len() - trimmed.len();
+        if parent_indent < indent && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            path.extend(leading_key(trimmed));
+            indent = parent_indent;
+        }
+    }
+    path.reverse();
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+/// The key of `key: ...`, if the text starts with one.
+fn leading_key(text: &str) -> Option<String> {
+    clean_key(text.split_once(':')?.0)
+}
+
+/// The key without quotes, if it looks like a key (not, say, an address).
+fn clean_key(key: &str) -> Option<String> {
+    let key = key.trim().trim_matches(['"', '\'']);
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    (!key.is_empty() && key.chars().all(plain)).then(|| key.to_owned())
 }
 
 /// The default configuration as commented YAML (every key with a comment saying what it
 /// does and its default), printed by `tether-gateway --print-config`.
 pub const DEFAULT_CONFIG_YAML: &str = "\
-# Tether gateway configuration. Every key is optional; a missing key keeps the default
-# shown here. Flags and environment variables override this file.
+# Tether gateway configuration. Every key is optional: a missing key keeps the default
+# shown here. Flags and TETHER_* environment variables override this file.
 
-# Address services connect to (env TETHER_SERVICE_LISTEN). Default 0.0.0.0:30011.
+# Address services connect to (--service-listen, TETHER_SERVICE_LISTEN).
 service_listen: 0.0.0.0:30011
-
-# Address edges connect to (env TETHER_EDGE_LISTEN). Default 0.0.0.0:30012.
+# Address edges connect to (--edge-listen, TETHER_EDGE_LISTEN).
 edge_listen: 0.0.0.0:30012
-
-# How edge -> service traffic picks among the services that registered a name
-# (env TETHER_HASHBY): edgeid (the same edge reaches the same service), srcip (by the
-# edge's source address) or random. Default edgeid.
+# How edge -> service traffic picks among candidate services (--hashby, TETHER_HASHBY):
+# edgeid (an edge keeps its service), srcip (by the edge's address) or random.
 hashby: edgeid
-
-# When no service provides the $edge_id hook, the gateway allocates edge ids itself;
-# false refuses edges instead (env TETHER_EDGEID_ALLOC). Default true.
+# Whether the gateway allocates edge ids itself when no service provides the $edge_id
+# hook (--edgeid-alloc-when-no-idservice-on, TETHER_EDGEID_ALLOC).
 edgeid_alloc_when_no_idservice_on: true
-
-# Which services get edge online/offline events: all (every service that registered
-# them) or one (picked like hashby). Default all.
+# Which services get edge online/offline events: all, or one chosen by the edge id.
 presence: all
-
-# How long the gateway waits for a service's $edge_id / $edge_online hook, in
-# milliseconds. Default 5000.
+# How long to wait for a service's $edge_id / $edge_online hook, in milliseconds. Must be
+# less than protocol.handshake_timeout_ms: the edge's handshake waits for the answer.
 hook_timeout_ms: 5000
-
-# Graceful shutdown deadline, in milliseconds: connections still busy then are closed
-# (env TETHER_DRAIN_TIMEOUT_MS). Default 30000.
+# Graceful shutdown deadline in milliseconds (--drain-timeout-ms, TETHER_DRAIN_TIMEOUT_MS).
 drain_timeout_ms: 30000
-
-# Log format: human or json (env TETHER_LOG_FORMAT). Default human.
+# Log format: human or json (--log-format, TETHER_LOG_FORMAT).
 log_format: human
 
-# Protocol limits every connection advertises and enforces.
+# Protocol limits and timeouts of every connection.
 protocol:
-  # Largest request, response or message body accepted, in bytes. Default 1048576.
+  # Largest request, response or message body accepted, in bytes.
   max_message_size: 1048576
-  # Initial receive window of every stream, in bytes (at least 1024). Default 262144.
+  # Initial receive window of every stream, in bytes (at least 1024).
   initial_stream_window: 262144
   # Receive window for stream data of a whole connection, in bytes (at least 1024).
-  # Default 16777216.
   connection_window: 16777216
-  # Streams a peer may have open towards the gateway at once. Default 1024.
+  # Streams a peer may have open towards the gateway at once.
   max_concurrent_streams: 1024
-  # Requests a peer may have in flight towards the gateway at once. Default 1024.
+  # Requests a peer may have in flight towards the gateway at once.
   max_inflight_requests: 1024
-  # Acknowledged messages a peer may have awaiting acknowledgement at once. Default 1024.
+  # Acknowledged messages a peer may have awaiting acknowledgement at once.
   max_inflight_messages: 1024
-  # Close a connection after this long without receiving anything, in milliseconds
-  # (0: never). Default 60000.
+  # Close a connection after this many milliseconds without input (0: never).
   idle_timeout_ms: 60000
-  # Send a PING after this long without receiving anything, in milliseconds
-  # (0: no keepalive). Default 15000.
+  # Send a PING after this many milliseconds without input (0: no keepalive).
   keepalive_interval_ms: 15000
-  # Close when nothing arrives this long after a keepalive PING, in milliseconds.
-  # Default 10000.
+  # Close when nothing arrives this many milliseconds after a keepalive PING.
   keepalive_timeout_ms: 10000
-  # A connecting peer must complete its handshake within this time, in milliseconds.
-  # Default 10000.
+  # A connecting peer must complete its handshake within this many milliseconds.
   handshake_timeout_ms: 10000
 ";
 
@@ -415,7 +409,7 @@ protocol:
     about = "The Tether gateway: routes RPC, messages and streams between services and edges"
 )]
 pub struct Cli {
-    /// YAML configuration file (see --print-config for every key and its default).
+    /// YAML configuration file (--print-config shows every key).
     #[arg(long, env = "TETHER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address services connect to [default: 0.0.0.0:30011].
@@ -431,11 +425,7 @@ pub struct Cli {
     #[arg(long, env = "TETHER_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Allocate edge ids when no service provides the $edge_id hook [default: true].
-    #[arg(
-        long,
-        env = "TETHER_EDGEID_ALLOC",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    #[arg(long, env = "TETHER_EDGEID_ALLOC", value_parser = BoolishValueParser::new())]
     pub edgeid_alloc_when_no_idservice_on: Option<bool>,
     /// Graceful shutdown deadline in milliseconds [default: 30000].
     #[arg(long, env = "TETHER_DRAIN_TIMEOUT_MS")]
@@ -450,38 +440,25 @@ impl Cli {
     /// flags/env (flags and env override the file), then [`GatewayConfig::validate`].
     pub fn resolve(&self) -> Result<GatewayConfig, ConfigError> {
         let mut config = match &self.config {
+            None => GatewayConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let read = |source| ConfigError::Read {
                     path: path.clone(),
                     source,
-                })?;
-                GatewayConfig::from_yaml(&text).map_err(|e| match e {
-                    ConfigError::Parse(msg) => {
-                        ConfigError::Parse(format!("{}: {msg}", path.display()))
-                    }
-                    other => other,
-                })?
+                };
+                let text = std::fs::read_to_string(path).map_err(read)?;
+                GatewayConfig::from_yaml(&text)
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
             }
-            None => GatewayConfig::default(),
         };
-        if let Some(v) = self.service_listen {
-            config.service_listen = v;
-        }
-        if let Some(v) = self.edge_listen {
-            config.edge_listen = v;
-        }
-        if let Some(v) = self.hashby {
-            config.hashby = v;
-        }
-        if let Some(v) = self.log_format {
-            config.log_format = v;
-        }
-        if let Some(v) = self.edgeid_alloc_when_no_idservice_on {
-            config.edgeid_alloc_when_no_idservice_on = v;
-        }
-        if let Some(v) = self.drain_timeout_ms {
-            config.drain_timeout_ms = v;
-        }
+        let c = &mut config;
+        c.service_listen = self.service_listen.unwrap_or(c.service_listen);
+        c.edge_listen = self.edge_listen.unwrap_or(c.edge_listen);
+        c.hashby = self.hashby.unwrap_or(c.hashby);
+        c.log_format = self.log_format.unwrap_or(c.log_format);
+        let alloc = self.edgeid_alloc_when_no_idservice_on;
+        c.edgeid_alloc_when_no_idservice_on = alloc.unwrap_or(c.edgeid_alloc_when_no_idservice_on);
+        c.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(c.drain_timeout_ms);
         config.validate()?;
         Ok(config)
     }
@@ -490,43 +467,251 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+    use std::path::Path;
 
-    #[test]
-    fn probe() {
-        for y in [
-            "bogus: 1\n",
-            "protocol:\n  bogus: 1\n",
-            "hashby: sideways\n",
-            "service_listen: nope\n",
-            "protocol:\n  max_message_size: -1\n",
-            "protocol:\n  max_message_size: hello\n",
-            "hook_timeout_ms: 5000\nhook_timeout_ms: 3\n",
-            "edgeid_alloc_when_no_idservice_on: yes\n",
-            "protocol: 5\n",
-            "- a\n",
-            "a: [\n",
-            "service_listen: 1.2.3.4\n",
-            "hashby: EdgeId\n",
-            "protocol: {max_message_size: x}\n",
-            "service_listen:\n  \"1.2.3.4:999999\"\n",
-            "protocol:\n  max_message_size: 99999999999999\n",
-            "hashby: \"éé\"\nprotocol:\n  idle_timeout_ms: [1]\n",
-            "protocol:\n\n  # c\n  max_concurrent_streams: 1.5\n",
-            "---\nlog_format: json\n---\nlog_format: json\n",
-            "hook_timeout_ms: 1_000\n", "", "# x\n", "---\n", "edgeid_alloc_when_no_idservice_on: on\n", "edgeid_alloc_when_no_idservice_on: 1\n",
-            "hook_timeout_ms: 0x10\n",
-            "hook_timeout_ms: ~\n",
-            "protocol:\n",
-            "protocol: ~\n",
-        ] {
-            let r: Result<GatewayConfig, _> = serde_saphyr::from_str(y);
-            println!("{y:?} -> ok={}", r.is_ok()); if let Err(e) = r {
-                println!(
-                    "{y:?} => {:?} {:?}",
-                    e.without_snippet().to_string(),
-                    e.location().map(|l| (l.line(), l.column()))
-                );
+    fn assert_mentions(error: &ConfigError, parts: &[&str]) {
+        let message = error.to_string();
+        for part in parts {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
+
+    /// Parses each YAML text, expecting a parse error that contains both strings.
+    fn assert_parse_errors(cases: &[(&str, &str, &str)]) {
+        for (yaml, key, line) in cases {
+            match GatewayConfig::from_yaml(yaml) {
+                Err(e @ ConfigError::Parse(_)) => assert_mentions(&e, &[key, line]),
+                other => panic!("expected a parse error for {yaml:?}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn default_yaml_parses_to_default_and_comments_every_key() {
+        let parsed = GatewayConfig::from_yaml(DEFAULT_CONFIG_YAML).unwrap();
+        assert_eq!(parsed, GatewayConfig::default());
+        parsed.validate().unwrap();
+        let lines: Vec<&str> = DEFAULT_CONFIG_YAML.lines().collect();
+        let keys = (1..lines.len()).filter(|&i| {
+            let key = lines[i].contains(':') && !lines[i].trim_start().starts_with('#');
+            let commented = lines[i - 1].trim_start().starts_with('#');
+            assert!(!key || commented, "no comment above {}", lines[i]);
+            key
+        });
+        assert_eq!(keys.count(), 9 + 10);
+    }
+
+    #[test]
+    fn missing_keys_keep_defaults() {
+        for empty in ["", "# nothing\n", "---\n", "protocol:\n", "protocol: {}\n"] {
+            let parsed = GatewayConfig::from_yaml(empty).unwrap();
+            assert_eq!(parsed, GatewayConfig::default(), "{empty:?}");
+        }
+        let yaml = "hashby: srcip\npresence: one\nlog_format: json\nprotocol: {idle_timeout_ms: 0}";
+        let mut expected = GatewayConfig {
+            hashby: HashBy::SrcIp,
+            presence: PresenceFanout::One,
+            log_format: LogFormat::Json,
+            ..GatewayConfig::default()
+        };
+        expected.protocol.idle_timeout_ms = 0;
+        assert_eq!(GatewayConfig::from_yaml(yaml).unwrap(), expected);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        #[rustfmt::skip]
+        let cases = [
+            ("hashby: random\nbogus: 1\n", "bogus: unknown field `bogus`", "line 2"),
+            ("protocol:\n  # comment\n\n  max_mesage_size: 1\n", "protocol.max_mesage_size: ", "line 4"),
+            ("hook_timeout_ms: 1\nhook_timeout_ms: 2\n", "hook_timeout_ms: duplicate", "line 2"),
+        ];
+        assert_parse_errors(&cases);
+    }
+
+    #[test]
+    fn wrong_types_are_errors_naming_the_key() {
+        #[rustfmt::skip]
+        let cases = [
+            ("hashby: sideways\n", "hashby: unknown variant `sideways`", "line 1"),
+            ("edge_listen: 0.0.0.0:1\nservice_listen: nope\n", "service_listen: ", "line 2"),
+            ("service_listen:\n  \"1.2.3.4:99999\"\n", "service_listen: ", "line 2"),
+            ("protocol:\n  max_message_size: -1\n", "protocol.max_message_size: ", "line 2"),
+            ("protocol: 5\n", "protocol: ", "line 1"),
+            ("presence: one\nlog_format: 2\n", "log_format: ", "line 2"),
+            ("protocol: {max_message_size: x}\n", "max_message_size: ", "line 1"),
+            ("- 1\n", "", "line 1"),
+        ];
+        assert_parse_errors(&cases);
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        #[rustfmt::skip]
+        let cases = [
+            ("hook_timeout_ms: 0", "hook_timeout_ms: must be at least 1"),
+            ("hook_timeout_ms: 10000", "hook_timeout_ms: must be less than protocol.handshake_timeout_ms"),
+            ("edge_listen: 0.0.0.0:30011", "edge_listen: must differ from service_listen"),
+            ("protocol: {max_message_size: 0}", "protocol.max_message_size: must be at least 1"),
+            ("protocol: {max_message_size: 4294967295}", "protocol.max_message_size: must be at most"),
+            ("protocol: {initial_stream_window: 1023}", "protocol.initial_stream_window: must be at least 1024"),
+            ("protocol: {connection_window: 2147483648}", "protocol.connection_window: must be at most 2147483647"),
+            ("protocol: {max_concurrent_streams: 0}", "protocol.max_concurrent_streams: must be at least 1"),
+            ("protocol: {max_inflight_requests: 0}", "protocol.max_inflight_requests: must be at least 1"),
+            ("protocol: {max_inflight_messages: 0}", "protocol.max_inflight_messages: must be at least 1"),
+            ("protocol: {keepalive_timeout_ms: 0}", "protocol.keepalive_timeout_ms: must be at least 1"),
+            ("protocol: {handshake_timeout_ms: 0}", "protocol.handshake_timeout_ms: must be at least 1"),
+        ];
+        for (yaml, expected) in cases {
+            let e = GatewayConfig::from_yaml(yaml).unwrap().validate();
+            let e = e.unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+            assert_mentions(&e, &[expected]);
+        }
+        // Keepalive off needs no timeout; port 0 twice means two ephemeral ports.
+        let fine = "service_listen: 127.0.0.1:0\nedge_listen: 127.0.0.1:0\nprotocol:\n  \
+                    keepalive_interval_ms: 0\n  keepalive_timeout_ms: 0\n";
+        GatewayConfig::from_yaml(fine).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn core_config_of_default_is_proto_core_default() {
+        let core = GatewayConfig::default().core_config();
+        core.validate().unwrap();
+        assert_eq!(core, proto_core::Config::default());
+    }
+
+    #[test]
+    fn core_config_carries_the_set_values() {
+        let mut c = GatewayConfig::from_yaml(
+            "drain_timeout_ms: 1234\nhook_timeout_ms: 5\nprotocol:\n  max_message_size: 8388608\n  \
+             initial_stream_window: 8388608\n  connection_window: 33554432\n  \
+             max_concurrent_streams: 7\n  max_inflight_requests: 8\n  \
+             max_inflight_messages: 9\n  idle_timeout_ms: 100\n  keepalive_interval_ms: 11\n  \
+             keepalive_timeout_ms: 12\n  handshake_timeout_ms: 13\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let core = c.core_config();
+        core.validate().unwrap();
+        let s = core.settings;
+        assert_eq!(s.max_message_size, 8 << 20);
+        assert!(u64::from(s.message_window) >= (8 << 20) + HEAD_CREDIT);
+        assert_eq!(s.initial_stream_window, 8 << 20);
+        assert!(core.max_stream_window >= 8 << 20);
+        assert_eq!(s.connection_window, 32 << 20);
+        assert_eq!(s.max_concurrent_streams, 7);
+        assert_eq!(s.max_inflight_requests, 8);
+        assert_eq!(s.max_inflight_messages, 9);
+        assert_eq!(s.idle_timeout_ms, 100);
+        assert_eq!(core.keepalive_interval, Duration::from_millis(11));
+        assert_eq!(core.keepalive_timeout, Duration::from_millis(12));
+        assert_eq!(core.handshake_timeout, Duration::from_millis(13));
+        assert_eq!(core.drain_timeout, Duration::from_millis(1234));
+        // The largest message size validate() accepts still makes a valid proto-core config.
+        c.protocol.max_message_size = u32::try_from(MAX_WINDOW - HEAD_CREDIT).unwrap();
+        c.validate().unwrap();
+    }
+
+    /// A file under the temp dir, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &str) -> TempFile {
+            let unique = format!("tether-gateway-config-{}-{name}.yaml", std::process::id());
+            let path = std::env::temp_dir().join(unique);
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Parses `flags` (split at spaces) after `--config file`, if any.
+    fn cli(file: Option<&Path>, flags: &str) -> Result<Cli, clap::Error> {
+        let config = file
+            .into_iter()
+            .flat_map(|f| ["--config".as_ref(), f.as_os_str()]);
+        let args = std::iter::once("tether-gateway".as_ref()).chain(config);
+        Cli::try_parse_from(args.chain(flags.split_whitespace().map(|f| f.as_ref())))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        assert!(cli(None, "--print-config").unwrap().print_config);
+        assert!(cli(None, "--hashby edge-id").is_err());
+        assert!(cli(None, "--drain-timeout-ms soon").is_err());
+    }
+
+    #[test]
+    fn resolve_applies_file_then_flags() {
+        let file = TempFile::new(
+            "resolve",
+            "service_listen: 127.0.0.1:4001\nedge_listen: 127.0.0.1:4002\nhashby: srcip\n\
+             drain_timeout_ms: 1000\npresence: one\nprotocol:\n  max_concurrent_streams: 5\n",
+        );
+        let from_file = cli(Some(&file.0), "").unwrap().resolve().unwrap();
+        let mut expected = GatewayConfig {
+            service_listen: "127.0.0.1:4001".parse().unwrap(),
+            edge_listen: "127.0.0.1:4002".parse().unwrap(),
+            hashby: HashBy::SrcIp,
+            drain_timeout_ms: 1000,
+            presence: PresenceFanout::One,
+            ..GatewayConfig::default()
+        };
+        expected.protocol.max_concurrent_streams = 5;
+        assert_eq!(from_file, expected);
+
+        let flags = "--edge-listen 127.0.0.1:4003 --hashby random --drain-timeout-ms 2000 \
+                     --log-format json --edgeid-alloc-when-no-idservice-on false";
+        let overridden = cli(Some(&file.0), flags).unwrap().resolve().unwrap();
+        let expected = GatewayConfig {
+            edge_listen: "127.0.0.1:4003".parse().unwrap(),
+            hashby: HashBy::Random,
+            drain_timeout_ms: 2000,
+            log_format: LogFormat::Json,
+            edgeid_alloc_when_no_idservice_on: false,
+            ..from_file
+        };
+        assert_eq!(overridden, expected);
+
+        let no_file = cli(None, "--service-listen 127.0.0.1:5000 --hashby srcip").unwrap();
+        let expected = GatewayConfig {
+            service_listen: "127.0.0.1:5000".parse().unwrap(),
+            hashby: HashBy::SrcIp,
+            ..GatewayConfig::default()
+        };
+        assert_eq!(no_file.resolve().unwrap(), expected);
+    }
+
+    #[test]
+    fn resolve_reports_file_problems() {
+        let missing = std::env::temp_dir().join("tether-gateway-config-does-not-exist.yaml");
+        let e = cli(Some(&missing), "").unwrap().resolve();
+        assert!(matches!(e, Err(ConfigError::Read { .. })), "{e:?}");
+
+        let bad = TempFile::new("bad", "protocol:\n  window: 1\n");
+        let e = cli(Some(&bad.0), "").unwrap().resolve().unwrap_err();
+        assert_mentions(
+            &e,
+            &[&bad.0.display().to_string(), "protocol.window", "line 2"],
+        );
+
+        let small = TempFile::new("small", "protocol:\n  connection_window: 10\n");
+        let e = cli(Some(&small.0), "").unwrap().resolve().unwrap_err();
+        assert_mentions(&e, &["protocol.connection_window: must be at least 1024"]);
+        // Values from flags are validated too.
+        let e = cli(None, "--service-listen 0.0.0.0:30012")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert_mentions(&e, &["edge_listen: must differ"]);
     }
 }
