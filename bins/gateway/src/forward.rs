@@ -6,10 +6,13 @@
 //! A caller that cancels (or whose deadline passes) cancels the forwarded call.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use proto_core::name::Name;
-use proto_core::{Address, Call, OpenStream, Publish};
+use proto_core::{Address, Call, ErrorCode, OpenStream, Publish};
 use tether_tokio::{Connection, Error, IncomingStream, Message, Request};
 
 use crate::splice::splice;
@@ -46,7 +49,16 @@ pub(crate) enum TargetKind {
 }
 
 impl TargetKind {
-    fn gone(self) -> Error {
+    /// The other kind: the source of traffic that goes to this kind.
+    pub(crate) fn opposite(self) -> TargetKind {
+        match self {
+            TargetKind::Edge => TargetKind::Service,
+            TargetKind::Service => TargetKind::Edge,
+        }
+    }
+
+    /// The error for work in flight to a target of this kind that is no longer connected.
+    pub(crate) fn gone(self) -> Error {
         match self {
             TargetKind::Edge => Error::EdgeNotOnline(String::from("the edge disconnected")),
             TargetKind::Service => {
@@ -79,8 +91,34 @@ async fn unless_cancelled<T>(request: &Request, work: impl Future<Output = T>) -
     }
 }
 
+/// Bodies of requests and messages from one connection that the gateway may hold while
+/// forwarding them. Past it the gateway stops taking that connection's work, and the
+/// peer's own windows slow it down: the gateway never buffers without bound.
+#[derive(Clone, Debug)]
+pub(crate) struct Budget(Arc<Semaphore>);
+
+/// The budget per connection, in KiB (16 MiB).
+const BUDGET_KIB: u32 = 16 * 1024;
+
+impl Budget {
+    /// A fresh budget for one connection.
+    pub(crate) fn new() -> Budget {
+        Budget(Arc::new(Semaphore::new(BUDGET_KIB as usize)))
+    }
+
+    /// Waits until `len` more bytes fit (a body larger than the whole budget waits for all
+    /// of it), and holds them until the permit is dropped.
+    pub(crate) async fn take(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(len / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(BUDGET_KIB);
+        Arc::clone(&self.0).acquire_many_owned(kib).await.ok()
+    }
+}
+
 /// Forwards `request` to `target` and answers it.
 pub(crate) async fn forward_request(
+    _held: Option<OwnedSemaphorePermit>,
     mut request: Request,
     target: Connection,
     source: Source,
@@ -104,6 +142,7 @@ pub(crate) async fn forward_request(
 
 /// Forwards `message` to `target` and relays the acknowledgement.
 pub(crate) async fn forward_message(
+    _held: Option<OwnedSemaphorePermit>,
     mut message: Message,
     target: Connection,
     topic: Name,
@@ -137,9 +176,11 @@ pub(crate) async fn forward_stream(
         metadata: incoming.metadata().clone(),
     };
     match target.open_stream(open, Some(hook_timeout)).await {
-        Ok((far, accept_metadata)) => match incoming.accept(accept_metadata) {
-            Ok(near) => splice(near, far).await,
-            Err(_) => drop(far),
+        Ok((mut far, accept_metadata)) => match incoming.accept(accept_metadata) {
+            Ok(near) => splice(near, far, kind).await,
+            // The opener withdrew while the target decided: the target must not take the
+            // stream for one that ended cleanly with no data (dropping `far` sends FIN).
+            Err(_) => far.reset(ErrorCode::CANCELLED, "the opener withdrew the stream"),
         },
         Err(e) => {
             let e = kind.map(e);

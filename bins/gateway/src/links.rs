@@ -10,15 +10,15 @@ use proto_core::name::Name;
 use tether_tokio::{Connection, Error};
 
 use crate::forward::{
-    Source, TargetKind, forward_message, forward_request, forward_stream, refuse_message,
+    Budget, Source, TargetKind, forward_message, forward_request, forward_stream, refuse_message,
     refuse_request, refuse_stream,
 };
 use crate::hub::{EdgeSession, Hub, ServiceLink};
 use crate::routing::RouteKey;
 
-fn open_timeout(hub: &Hub) -> Duration {
-    Duration::from_millis(hub.config.hook_timeout_ms)
-}
+/// How long the gateway waits for the target of a stream to accept it (the SDK's default
+/// operation timeout).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves a service: its calls, messages and streams go to the edge they address.
 pub(crate) async fn serve_service(hub: Arc<Hub>, link: Arc<ServiceLink>) {
@@ -27,12 +27,15 @@ pub(crate) async fn serve_service(hub: Arc<Hub>, link: Arc<ServiceLink>) {
     let requests = {
         let (hub, conn, source) = (Arc::clone(&hub), conn.clone(), source.clone());
         async move {
+            let budget = Budget::new();
             while let Some(request) = conn.next_request().await {
+                let held = budget.take(request.body().len()).await;
                 let id = request.address().peer_id;
                 match hub.edge(id) {
                     Some(edge) => {
                         let target = edge.conn.clone();
                         tokio::spawn(forward_request(
+                            held,
                             request,
                             target,
                             source.clone(),
@@ -47,13 +50,16 @@ pub(crate) async fn serve_service(hub: Arc<Hub>, link: Arc<ServiceLink>) {
     let messages = {
         let (hub, conn, source) = (Arc::clone(&hub), conn.clone(), source.clone());
         async move {
+            let budget = Budget::new();
             while let Some(message) = conn.next_message().await {
+                let held = budget.take(message.body().len()).await;
                 let id = message.address().peer_id;
                 let topic = Name::new(message.topic()).unwrap_or(Name::EMPTY);
                 match hub.edge(id) {
                     Some(edge) => {
                         let target = edge.conn.clone();
                         tokio::spawn(forward_message(
+                            held,
                             message,
                             target,
                             topic,
@@ -74,7 +80,7 @@ pub(crate) async fn serve_service(hub: Arc<Hub>, link: Arc<ServiceLink>) {
                 match hub.edge(id) {
                     Some(edge) => {
                         let target = edge.conn.clone();
-                        let timeout = open_timeout(&hub);
+                        let timeout = OPEN_TIMEOUT;
                         tokio::spawn(forward_stream(
                             incoming,
                             target,
@@ -104,7 +110,9 @@ pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
     let requests = {
         let (hub, conn, source) = (Arc::clone(&hub), conn.clone(), source.clone());
         async move {
+            let budget = Budget::new();
             while let Some(request) = conn.next_request().await {
+                let held = budget.take(request.body().len()).await;
                 let method = request.method().to_owned();
                 let wanted = request.address().peer_name.as_str().to_owned();
                 let mut candidates = hub.services_with(RegistrationKind::Method, &method);
@@ -115,6 +123,7 @@ pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
                     Some(service) => {
                         let target = service.conn.clone();
                         tokio::spawn(forward_request(
+                            held,
                             request,
                             target,
                             source.clone(),
@@ -138,7 +147,9 @@ pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
     let messages = {
         let (hub, conn, source) = (Arc::clone(&hub), conn.clone(), source.clone());
         async move {
+            let budget = Budget::new();
             while let Some(message) = conn.next_message().await {
+                let held = budget.take(message.body().len()).await;
                 let topic_text = message.topic().to_owned();
                 let candidates = hub.services_with(RegistrationKind::Topic, &topic_text);
                 match hub.pick(&candidates, key) {
@@ -146,6 +157,7 @@ pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
                         let target = service.conn.clone();
                         let topic = Name::new(&topic_text).unwrap_or(Name::EMPTY);
                         tokio::spawn(forward_message(
+                            held,
                             message,
                             target,
                             topic,
@@ -173,7 +185,7 @@ pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
                 match hub.pick(&candidates, key) {
                     Some(service) => {
                         let target = service.conn.clone();
-                        let timeout = open_timeout(&hub);
+                        let timeout = OPEN_TIMEOUT;
                         tokio::spawn(forward_stream(
                             incoming,
                             target,

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use proto_core::ErrorCode;
 use tether_tokio::{Error, Stream};
 
+use crate::forward::TargetKind;
+
 /// Largest chunk taken from one side at a time.
 const CHUNK: usize = 64 * 1024;
 
@@ -22,20 +24,27 @@ struct Direction {
     done: bool,
 }
 
-/// The code and text an I/O error of a `Stream` carries.
-fn code_of(e: &io::Error) -> (ErrorCode, String) {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-        Some(error) => (error.code(), error.text()),
-        None => (ErrorCode::INTERNAL, e.to_string()),
-    }
+/// The code and text to pass on for an I/O error of `stream`, whose peer is a `kind`.
+/// When that peer's connection ended, the other side learns that the peer is no longer
+/// online, as for any work in flight; never the code of a connection the other side is
+/// not part of (`GOING_AWAY` for a crash, or even `OK`).
+fn code_of(e: &io::Error, stream: &Stream, kind: TargetKind) -> (ErrorCode, String) {
+    let error = match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::ConnectionLost(_) | Error::NotConnected(_)) => kind.gone(),
+        Some(Error::Closed) if stream.connection().is_closed() => kind.gone(),
+        Some(error) => error.clone(),
+        None => return (ErrorCode::INTERNAL, e.to_string()),
+    };
+    (error.code(), error.text())
 }
 
-/// Moves what `from` sends into `to`. Ready when this direction is done.
+/// Moves what `from` (whose peer is a `from_kind`) sends into `to` (whose peer is a
+/// `to_kind`). Ready when this direction is done.
 fn poll_direction(
     cx: &mut Context<'_>,
     dir: &mut Direction,
-    from: &mut Stream,
-    to: &mut Stream,
+    (from, from_kind): (&mut Stream, TargetKind),
+    (to, to_kind): (&mut Stream, TargetKind),
 ) -> Poll<()> {
     while !dir.done {
         if let Some(chunk) = dir.pending.as_mut() {
@@ -47,7 +56,7 @@ fn poll_direction(
                 }
                 Poll::Ready(Err(e)) => {
                     // The far side stopped reading: tell the sender, with its code.
-                    let (code, _) = code_of(&e);
+                    let (code, _) = code_of(&e, to, to_kind);
                     from.stop(code);
                     dir.done = true;
                 }
@@ -62,7 +71,7 @@ fn poll_direction(
                 dir.done = true;
             }
             Poll::Ready(Err(e)) => {
-                let (code, text) = code_of(&e);
+                let (code, text) = code_of(&e, from, from_kind);
                 to.reset(code, &text);
                 dir.done = true;
             }
@@ -72,12 +81,14 @@ fn poll_direction(
     Poll::Ready(())
 }
 
-/// Relays between `a` and `b` until both directions have ended.
-pub(crate) async fn splice(mut a: Stream, mut b: Stream) {
-    let (mut ab, mut ba) = (Direction::default(), Direction::default());
+/// Relays between `near` (the opener's stream) and `far` (the target's, whose peer is a
+/// `far_kind`) until both directions have ended.
+pub(crate) async fn splice(mut near: Stream, mut far: Stream, far_kind: TargetKind) {
+    let near_kind = far_kind.opposite();
+    let (mut out, mut back) = (Direction::default(), Direction::default());
     poll_fn(|cx| {
-        let forward = poll_direction(cx, &mut ab, &mut a, &mut b);
-        let backward = poll_direction(cx, &mut ba, &mut b, &mut a);
+        let forward = poll_direction(cx, &mut out, (&mut near, near_kind), (&mut far, far_kind));
+        let backward = poll_direction(cx, &mut back, (&mut far, far_kind), (&mut near, near_kind));
         if forward.is_ready() && backward.is_ready() {
             Poll::Ready(())
         } else {
