@@ -55,6 +55,9 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
         conn: conn.clone(),
     });
     hub.add_service(Arc::clone(&link));
+    if hub.is_shutting_down() {
+        conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+    }
     links::serve_service(Arc::clone(&hub), Arc::clone(&link)).await;
     hub.remove_service(id);
     let why = conn.closed().await;
@@ -101,12 +104,22 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
         );
         offline(&hub, &old).await;
     }
+    if hub.is_shutting_down() {
+        conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+    }
     tracing::info!(role = "edge", id, %addr, "connected");
-    if let Err(e) = online(&hub, &session).await {
+    if let Err((e, told)) = online(&hub, &session).await {
         tracing::info!(role = "edge", id, reason = %e, "the online hook refused the edge");
-        // It never counted as online: no offline event either.
-        session.offline_sent.store(true, Ordering::Release);
         conn.close(e.code(), &e.text());
+        // It never counted as online for the service that refused it, but the services
+        // whose online hook accepted it must hear that it is gone: offline goes to them only.
+        if !session.offline_sent.swap(true, Ordering::AcqRel) {
+            let told: Vec<_> = told
+                .into_iter()
+                .filter(|s| s.has(RegistrationKind::Hook, EDGE_OFFLINE_HOOK))
+                .collect();
+            send_offline(&hub, &session, &told).await;
+        }
     }
     links::serve_edge(Arc::clone(&hub), Arc::clone(&session)).await;
     hub.remove_edge(id, session.session);
@@ -206,24 +219,32 @@ fn presence_targets(hub: &Hub, hook: &'static str, session: &EdgeSession) -> Vec
     }
 }
 
-/// Tells the interested services that `session` is online; the first error refuses it.
-async fn online(hub: &Hub, session: &EdgeSession) -> Result<(), Error> {
+/// Tells the interested services that `session` is online. The first refusal refuses it;
+/// it comes with the services that did not refuse (they may have taken it as online).
+async fn online(hub: &Hub, session: &EdgeSession) -> Result<(), (Error, Vec<Arc<ServiceLink>>)> {
     let edge = description(session);
     let targets = presence_targets(hub, EDGE_ONLINE_HOOK, session);
     let calls = targets
         .iter()
         .map(|service| call_hook(hub, service, EDGE_ONLINE_HOOK, &edge));
-    for result in join_all(calls).await {
+    let mut refusal = None;
+    let mut told = Vec::new();
+    for (service, result) in targets.iter().zip(join_all(calls).await) {
         match result {
-            Ok(_) => {}
+            Ok(_) => told.push(Arc::clone(service)),
             // A service that went away or timed out does not get to refuse the edge.
             Err(
                 Error::Timeout(_) | Error::ConnectionLost(_) | Error::Closed | Error::GoingAway(_),
-            ) => {}
-            Err(e) => return Err(e),
+            ) => told.push(Arc::clone(service)),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
         }
     }
-    Ok(())
+    match refusal {
+        None => Ok(()),
+        Some(e) => Err((e, told)),
+    }
 }
 
 /// Tells the interested services that `session` went offline, once per session.
@@ -231,8 +252,13 @@ async fn offline(hub: &Hub, session: &EdgeSession) {
     if session.offline_sent.swap(true, Ordering::AcqRel) {
         return;
     }
-    let edge = description(session);
     let targets = presence_targets(hub, EDGE_OFFLINE_HOOK, session);
+    send_offline(hub, session, &targets).await;
+}
+
+/// Calls the offline hook of `targets` for `session`; failures are only logged.
+async fn send_offline(hub: &Hub, session: &EdgeSession, targets: &[Arc<ServiceLink>]) {
+    let edge = description(session);
     let calls = targets
         .iter()
         .map(|service| call_hook(hub, service, EDGE_OFFLINE_HOOK, &edge));

@@ -24,6 +24,12 @@ pub(crate) struct ServiceLink {
 }
 
 impl ServiceLink {
+    /// Whether it takes new work: connected, and neither side has sent GOAWAY (a draining
+    /// service refuses new calls, messages and streams with `GOING_AWAY`).
+    pub(crate) fn is_available(&self) -> bool {
+        !self.conn.is_closed() && !self.conn.is_going_away()
+    }
+
     /// Whether it registered `name` as `kind`.
     pub(crate) fn has(&self, kind: RegistrationKind, name: &str) -> bool {
         self.conn
@@ -62,6 +68,9 @@ pub(crate) struct Hub {
     next_service: AtomicU64,
     next_edge: AtomicU64,
     next_session: AtomicU64,
+    /// Set when shutdown starts: peers admitted after the GOAWAY sweep are told to go away
+    /// by their admission instead.
+    shutting_down: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +88,18 @@ impl Hub {
             next_service: AtomicU64::new(1),
             next_edge: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the start of shutdown (before the GOAWAY sweep over the connected peers).
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has started: a peer admitted now may have missed the GOAWAY sweep.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// A new service id.
@@ -126,7 +146,7 @@ impl Hub {
     ) -> Vec<Arc<ServiceLink>> {
         self.services()
             .into_iter()
-            .filter(|s| !s.conn.is_closed() && s.has(kind, name))
+            .filter(|s| s.is_available() && s.has(kind, name))
             .collect()
     }
 
@@ -134,7 +154,7 @@ impl Hub {
     pub(crate) fn services_named(&self, name: &str) -> Vec<Arc<ServiceLink>> {
         self.services()
             .into_iter()
-            .filter(|s| !s.conn.is_closed() && s.name == name)
+            .filter(|s| s.is_available() && s.name == name)
             .collect()
     }
 

@@ -71,6 +71,9 @@ impl Gateway {
             }
         }
         drop((services, edges));
+        // Peers whose handshake completes from now on are sent GOAWAY by their admission
+        // (the sweep below only sees those already in the tables).
+        hub.begin_shutdown();
         let drain = Duration::from_millis(hub.config.drain_timeout_ms);
         tracing::info!(
             services = hub.services().len(),

@@ -129,3 +129,168 @@ pub(crate) async fn within<T>(what: &str, future: impl std::future::Future<Outpu
         .await
         .unwrap_or_else(|_| panic!("{what}: no outcome within 30 s"))
 }
+
+// ===== Helpers for presence.rs, lifecycle.rs and config.rs (gw2) =====
+
+/// A YAML configuration file under the temp dir, removed on drop.
+pub(crate) struct YamlFile(pub(crate) std::path::PathBuf);
+
+impl YamlFile {
+    /// Writes `yaml` to a fresh file.
+    pub(crate) fn new(yaml: &str) -> YamlFile {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tether-gateway-e2e-{}-{n}.yaml", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, yaml).expect("the config file is written");
+        YamlFile(path)
+    }
+
+    /// The path, as a flag value.
+    pub(crate) fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for YamlFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Client options that reconnect quickly (the default backoff grows to 30 s).
+pub(crate) fn quick_backoff(options: &mut tether_tokio::Options) {
+    options.backoff = tether_tokio::Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+}
+
+/// What a gateway run that ends by itself (bad flags, `--print-config`) produced.
+pub(crate) struct Finished {
+    /// The exit code (`None`: killed by a signal).
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs the gateway with `args` and extra `env` until it exits (at most 20 s).
+pub(crate) async fn run_gateway_to_exit(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let run = Command::new(env!("CARGO_BIN_EXE_tether-gateway"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the gateway did not exit within 20 s")
+        .expect("the gateway binary runs");
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl GatewayProcess {
+    /// Like [`GatewayProcess::start`], with extra environment variables.
+    pub(crate) async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-gateway"))
+            .args(["--service-listen", "127.0.0.1:0"])
+            .args(["--edge-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the gateway binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, mut logs) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut service_addr, mut edge_addr) = (None, None);
+        let started = async {
+            while service_addr.is_none() || edge_addr.is_none() {
+                let line = logs
+                    .recv()
+                    .await
+                    .expect("the gateway exited before listening");
+                service_addr = service_addr.or_else(|| listening(&line, "service"));
+                edge_addr = edge_addr.or_else(|| listening(&line, "edge"));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), started)
+            .await
+            .expect("the gateway did not start listening within 20 s");
+        GatewayProcess {
+            child,
+            service_addr: service_addr.expect("service address"),
+            edge_addr: edge_addr.expect("edge address"),
+            logs,
+        }
+    }
+
+    /// Waits until the gateway logged that each of the services `services` and each of the
+    /// edges `edges` connected, in any order (they are then in the gateway's table: the
+    /// services' hooks and methods are used, the edges are routable). Log lines before the
+    /// last one needed are consumed.
+    pub(crate) async fn joined(&mut self, services: &[&str], edges: &[u64]) {
+        let services = services
+            .iter()
+            .map(|name| format!(" connected role=\"service\" id=* name={name} "));
+        let edges = edges
+            .iter()
+            .map(|id| format!(" connected role=\"edge\" id={id} "));
+        let mut missing: Vec<String> = services.chain(edges).collect();
+        let find = async {
+            while !missing.is_empty() {
+                let line = self.logs.recv().await.expect("the gateway's log ended");
+                missing.retain(|wanted| !logged(&line, wanted));
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(20), find)
+            .await
+            .is_err()
+        {
+            panic!("not logged within 20 s: {missing:?}");
+        }
+    }
+
+    /// [`GatewayProcess::joined`] for services only.
+    pub(crate) async fn services_joined(&mut self, names: &[&str]) {
+        self.joined(names, &[]).await;
+    }
+
+    /// [`GatewayProcess::joined`] for one edge.
+    pub(crate) async fn edge_joined(&mut self, id: u64) {
+        self.joined(&[], &[id]).await;
+    }
+}
+
+/// Whether `line` matches `pattern`, where `*` in the pattern stands for one word.
+fn logged(line: &str, pattern: &str) -> bool {
+    match pattern.split_once('*') {
+        None => line.contains(pattern),
+        Some((head, tail)) => line.match_indices(head).any(|(at, _)| {
+            let rest = &line[at + head.len()..];
+            let word = rest.find(' ').unwrap_or(rest.len());
+            rest[word..].starts_with(tail)
+        }),
+    }
+}
+
+// ===== End of the gw2 helpers =====
