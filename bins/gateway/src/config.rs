@@ -367,10 +367,12 @@ hashby: edgeid
 # Whether the gateway allocates edge ids itself when no service provides the $edge_id
 # hook (--edgeid-alloc-when-no-idservice-on, TETHER_EDGEID_ALLOC).
 edgeid_alloc_when_no_idservice_on: true
-# Which services get edge online/offline events: all, or one chosen by the edge id.
+# Which services get edge online/offline events: all, or one chosen by the edge id
+# (--presence, TETHER_PRESENCE).
 presence: all
 # How long to wait for a service's $edge_id / $edge_online hook, in milliseconds. Must be
 # less than protocol.handshake_timeout_ms: the edge's handshake waits for the answer.
+# (--hook-timeout-ms, TETHER_HOOK_TIMEOUT_MS)
 hook_timeout_ms: 5000
 # Graceful shutdown deadline in milliseconds (--drain-timeout-ms, TETHER_DRAIN_TIMEOUT_MS).
 drain_timeout_ms: 30000
@@ -430,6 +432,13 @@ pub struct Cli {
     /// Graceful shutdown deadline in milliseconds [default: 30000].
     #[arg(long, env = "TETHER_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// Which services get edge online/offline events [default: all].
+    #[arg(long, env = "TETHER_PRESENCE")]
+    pub presence: Option<PresenceFanout>,
+    /// How long to wait for a service's $edge_id / $edge_online hook, in milliseconds
+    /// [default: 5000].
+    #[arg(long, env = "TETHER_HOOK_TIMEOUT_MS")]
+    pub hook_timeout_ms: Option<u64>,
     /// Print the default configuration (commented YAML) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -459,6 +468,8 @@ impl Cli {
         let alloc = self.edgeid_alloc_when_no_idservice_on;
         c.edgeid_alloc_when_no_idservice_on = alloc.unwrap_or(c.edgeid_alloc_when_no_idservice_on);
         c.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(c.drain_timeout_ms);
+        c.presence = self.presence.unwrap_or(c.presence);
+        c.hook_timeout_ms = self.hook_timeout_ms.unwrap_or(c.hook_timeout_ms);
         config.validate()?;
         Ok(config)
     }
@@ -670,7 +681,8 @@ mod tests {
         assert_eq!(from_file, expected);
 
         let flags = "--edge-listen 127.0.0.1:4003 --hashby random --drain-timeout-ms 2000 \
-                     --log-format json --edgeid-alloc-when-no-idservice-on false";
+                     --log-format json --edgeid-alloc-when-no-idservice-on false \
+                     --presence all --hook-timeout-ms 700";
         let overridden = cli(Some(&file.0), flags).unwrap().resolve().unwrap();
         let expected = GatewayConfig {
             edge_listen: "127.0.0.1:4003".parse().unwrap(),
@@ -678,6 +690,8 @@ mod tests {
             drain_timeout_ms: 2000,
             log_format: LogFormat::Json,
             edgeid_alloc_when_no_idservice_on: false,
+            presence: PresenceFanout::All,
+            hook_timeout_ms: 700,
             ..from_file
         };
         assert_eq!(overridden, expected);
