@@ -81,6 +81,26 @@ pub struct GatewayConfig {
     /// key commented out) keeps the defaults.
     #[serde(deserialize_with = "null_as_default")]
     pub protocol: ProtocolConfig,
+    /// Where the HTTP ingress listens (HTTP forwarding to edges and the HTTP → RPC relay).
+    /// Default none: no HTTP ingress.
+    pub http_ingress: Option<SocketAddr>,
+    /// TCP port mappings: each listens and relays every connection to an exposed service
+    /// of an edge. Default none.
+    #[serde(deserialize_with = "null_as_default")]
+    pub tcp_mappings: Vec<TcpMapping>,
+}
+
+/// One TCP port mapping (an entry of `tcp_mappings`): connections to `listen` are relayed
+/// over a stream to the exposed service `service` of edge `edge`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpMapping {
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
+    /// The edge id.
+    pub edge: u64,
+    /// The name of the service the edge exposes (the stream's open metadata).
+    pub service: String,
 }
 
 /// Protocol limits and timeouts (the `protocol` section); the defaults are
@@ -126,6 +146,8 @@ impl Default for GatewayConfig {
             drain_timeout_ms: millis(proto_core::Config::default().drain_timeout),
             log_format: LogFormat::Human,
             protocol: ProtocolConfig::default(),
+            http_ingress: None,
+            tcp_mappings: Vec::new(),
         }
     }
 }
@@ -222,6 +244,7 @@ impl GatewayConfig {
             let problem = format!("must differ from service_listen {}", self.service_listen);
             return Err(invalid("edge_listen", problem));
         }
+        self.validate_ingress()?;
         let p = &self.protocol;
         if p.keepalive_interval_ms > 0 && p.keepalive_timeout_ms == 0 {
             let problem = "must be at least 1 while protocol.keepalive_interval_ms is not 0";
@@ -260,6 +283,38 @@ impl GatewayConfig {
         // Whatever the checks above missed but proto-core rejects.
         let core = self.core_config().validate();
         core.map_err(|e| invalid("protocol", e.to_string()))
+    }
+
+    /// Ingress checks: no two listeners on one fixed address, mappings with an edge id and
+    /// a service name.
+    fn validate_ingress(&self) -> Result<(), ConfigError> {
+        let mut taken = vec![
+            (self.service_listen, String::from("service_listen")),
+            (self.edge_listen, String::from("edge_listen")),
+        ];
+        let mut claim = |addr: SocketAddr, key: String| {
+            let clash = taken.iter().find(|(a, _)| *a == addr && addr.port() != 0);
+            if let Some((_, other)) = clash {
+                return Err(invalid(&key, format!("{addr} is already {other}")));
+            }
+            taken.push((addr, key));
+            Ok(())
+        };
+        if let Some(addr) = self.http_ingress {
+            claim(addr, String::from("http_ingress"))?;
+        }
+        for (i, m) in self.tcp_mappings.iter().enumerate() {
+            claim(m.listen, format!("tcp_mappings[{i}].listen"))?;
+            if m.edge == 0 {
+                let key = format!("tcp_mappings[{i}].edge");
+                return Err(invalid(&key, String::from("must be at least 1")));
+            }
+            if m.service.is_empty() {
+                let key = format!("tcp_mappings[{i}].service");
+                return Err(invalid(&key, String::from("must not be empty")));
+            }
+        }
+        Ok(())
     }
 
     /// The proto-core configuration for each connection: proto-core's defaults with the
@@ -379,6 +434,13 @@ drain_timeout_ms: 30000
 # Log format: human or json (--log-format, TETHER_LOG_FORMAT).
 log_format: human
 
+# HTTP ingress address, e.g. 0.0.0.0:8080 (--http-ingress, TETHER_HTTP_INGRESS): forwards
+# HTTP to the services edges expose and relays POST /rpc/... to RPC. null: off.
+http_ingress: null
+# TCP port mappings: each listen address relays its connections to a service an edge
+# exposes, e.g. [{listen: 0.0.0.0:2222, edge: 7, service: ssh}]. Empty: none.
+tcp_mappings: []
+
 # Protocol limits and timeouts of every connection.
 protocol:
   # Largest request, response or message body accepted, in bytes.
@@ -439,6 +501,9 @@ pub struct Cli {
     /// [default: 5000].
     #[arg(long, env = "TETHER_HOOK_TIMEOUT_MS")]
     pub hook_timeout_ms: Option<u64>,
+    /// HTTP ingress address (HTTP forwarding to edges, HTTP → RPC relay) [default: off].
+    #[arg(long, env = "TETHER_HTTP_INGRESS", value_name = "ADDR")]
+    pub http_ingress: Option<SocketAddr>,
     /// Print the default configuration (commented YAML) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -470,6 +535,7 @@ impl Cli {
         c.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(c.drain_timeout_ms);
         c.presence = self.presence.unwrap_or(c.presence);
         c.hook_timeout_ms = self.hook_timeout_ms.unwrap_or(c.hook_timeout_ms);
+        c.http_ingress = self.http_ingress.or(c.http_ingress);
         config.validate()?;
         Ok(config)
     }
@@ -510,7 +576,7 @@ mod tests {
             assert!(!key || commented, "no comment above {}", lines[i]);
             key
         });
-        assert_eq!(keys.count(), 9 + 10);
+        assert_eq!(keys.count(), 11 + 10);
     }
 
     #[test]
@@ -727,5 +793,53 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert_mentions(&e, &["edge_listen: must differ"]);
+    }
+
+    #[test]
+    fn ingress_keys_parse_validate_and_take_the_flag() {
+        let yaml = "http_ingress: 127.0.0.1:8080\ntcp_mappings:\n  - listen: 127.0.0.1:2222\n    \
+                    edge: 7\n    service: ssh\n  - {listen: 127.0.0.1:0, edge: 8, service: db}\n";
+        let parsed = GatewayConfig::from_yaml(yaml).unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(parsed.http_ingress, Some("127.0.0.1:8080".parse().unwrap()));
+        let first = TcpMapping {
+            listen: "127.0.0.1:2222".parse().unwrap(),
+            edge: 7,
+            service: String::from("ssh"),
+        };
+        assert_eq!(parsed.tcp_mappings[0], first);
+        assert_eq!(parsed.tcp_mappings[1].service, "db");
+        for empty in ["tcp_mappings:\n", "tcp_mappings: []\nhttp_ingress: null\n"] {
+            let parsed = GatewayConfig::from_yaml(empty).unwrap();
+            assert_eq!(parsed, GatewayConfig::default(), "{empty:?}");
+        }
+        #[rustfmt::skip]
+        let bad = [
+            ("http_ingress: 0.0.0.0:30011", "http_ingress: 0.0.0.0:30011 is already service_listen"),
+            ("tcp_mappings: [{listen: 0.0.0.0:30012, edge: 1, service: a}]", "tcp_mappings[0].listen: 0.0.0.0:30012 is already edge_listen"),
+            ("http_ingress: 127.0.0.1:9\ntcp_mappings: [{listen: 127.0.0.1:9, edge: 1, service: a}]", "tcp_mappings[0].listen: 127.0.0.1:9 is already http_ingress"),
+            ("tcp_mappings: [{listen: 127.0.0.1:9, edge: 0, service: a}]", "tcp_mappings[0].edge: must be at least 1"),
+            ("tcp_mappings: [{listen: 127.0.0.1:9, edge: 1, service: ''}]", "tcp_mappings[0].service: must not be empty"),
+        ];
+        for (yaml, expected) in bad {
+            let e = GatewayConfig::from_yaml(yaml)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_mentions(&e, &[expected]);
+        }
+        assert_parse_errors(&[(
+            "tcp_mappings:\n  - listen: 127.0.0.1:1\n    edge: 1\n    service: a\n    port: 2\n",
+            "port: unknown field",
+            "line 5",
+        )]);
+        let file = TempFile::new("ingress", yaml);
+        let flag = cli(Some(&file.0), "--http-ingress 127.0.0.1:8081").unwrap();
+        let resolved = flag.resolve().unwrap();
+        assert_eq!(
+            resolved.http_ingress,
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(resolved.tcp_mappings.len(), 2);
     }
 }

@@ -7,12 +7,14 @@
 //! - `admit`: handshakes, edge ids, stale-session replacement, presence hooks;
 //! - `links` and `forward`: routing and forwarding of calls, messages and streams;
 //! - `splice`: stream relaying with end-to-end backpressure;
+//! - `ingress`: HTTP ingress, the HTTP → RPC relay and TCP port mappings;
 //! - [`Gateway`]: the listeners and graceful shutdown.
 
 mod admit;
 pub mod config;
 mod forward;
 mod hub;
+mod ingress;
 mod links;
 pub mod routing;
 mod server;

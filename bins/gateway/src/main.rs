@@ -24,6 +24,13 @@ fn main() -> anyhow::Result<()> {
             .context("cannot bind the listeners")?;
         tracing::info!(role = "service", addr = %gateway.service_addr()?, "listening");
         tracing::info!(role = "edge", addr = %gateway.edge_addr()?, "listening");
+        if let Some(addr) = gateway.http_ingress_addr() {
+            tracing::info!(role = "http-ingress", addr = %addr?, "listening");
+        }
+        for (addr, mapping) in gateway.tcp_mapping_addrs() {
+            let (edge, service) = (mapping.edge, mapping.service.as_str());
+            tracing::info!(role = "tcp-mapping", addr = %addr?, edge, service, "listening");
+        }
         gateway.run(shutdown_signal()).await;
         Ok(())
     })

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use proto_core::ErrorCode;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admit::{admit_edge, admit_service};
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, TcpMapping};
 use crate::hub::Hub;
+use crate::ingress::Ingress;
 
 /// A gateway whose listeners are bound.
 #[derive(Debug)]
@@ -20,6 +22,7 @@ pub struct Gateway {
     hub: Arc<Hub>,
     services: TcpListener,
     edges: TcpListener,
+    ingress: Ingress,
 }
 
 impl Gateway {
@@ -27,10 +30,12 @@ impl Gateway {
     pub async fn bind(config: GatewayConfig) -> std::io::Result<Gateway> {
         let services = TcpListener::bind(config.service_listen).await?;
         let edges = TcpListener::bind(config.edge_listen).await?;
+        let ingress = Ingress::bind(&config).await?;
         Ok(Gateway {
             hub: Arc::new(Hub::new(config)),
             services,
             edges,
+            ingress,
         })
     }
 
@@ -44,13 +49,26 @@ impl Gateway {
         self.edges.local_addr()
     }
 
+    /// The bound HTTP ingress address, if `http_ingress` is set.
+    pub fn http_ingress_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.ingress.http_addr()
+    }
+
+    /// The bound address of each TCP port mapping, with the mapping.
+    pub fn tcp_mapping_addrs(&self) -> Vec<(std::io::Result<SocketAddr>, &TcpMapping)> {
+        self.ingress.tcp_addrs()
+    }
+
     /// Serves until `shutdown` resolves, then drains and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Gateway {
             hub,
             services,
             edges,
+            ingress,
         } = self;
+        let (stop_ingress, stopped) = watch::channel(false);
+        let ingress = tokio::spawn(ingress.run(Arc::clone(&hub), stopped));
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -71,6 +89,8 @@ impl Gateway {
             }
         }
         drop((services, edges));
+        // The ingress closes its listeners and lets its connections finish.
+        let _ = stop_ingress.send(true);
         // Peers whose handshake completes from now on are sent GOAWAY by their admission
         // (the sweep below only sees those already in the tables).
         hub.begin_shutdown();
@@ -92,10 +112,12 @@ impl Gateway {
         }
         // Connections close themselves once drained (or at their drain deadline).
         let all = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(drain + Duration::from_secs(2), all)
-            .await
-            .is_err()
-        {
+        let deadline = drain + Duration::from_secs(2);
+        let (peers, _) = tokio::join!(tokio::time::timeout(deadline, all), async {
+            // Ends by itself within the drain timeout.
+            let _ = tokio::time::timeout(deadline, ingress).await;
+        });
+        if peers.is_err() {
             tracing::warn!("some connections did not finish draining in time");
         }
         tracing::info!("stopped");

@@ -294,3 +294,17 @@ fn logged(line: &str, pattern: &str) -> bool {
 }
 
 // ===== End of the gw2 helpers =====
+
+// ===== Helpers for ingress.rs =====
+
+impl GatewayProcess {
+    /// The address of the next `listening role="<role>" addr=...` line: the ingress
+    /// listeners (`http-ingress`, `tcp-mapping`) are logged after the service and edge ones,
+    /// each mapping in the order of the configuration.
+    pub(crate) async fn listening_addr(&mut self, role: &str) -> SocketAddr {
+        let line = self.log_line(&format!("role=\"{role}\"")).await;
+        listening(&line, role).unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+}
+
+// ===== End of the ingress helpers =====

@@ -1,0 +1,510 @@
+//! The edge agent end to end: the real `tether-gateway` binary and the `tether-edge` binary
+//! on loopback, a local TCP echo server the agent exposes, and a service in this test that
+//! opens streams to the agent. Each scenario runs with both drivers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use proto_core::ErrorCode;
+use tether_tokio::{ConnectExt as _, Service, Stream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout_at};
+
+/// A whole scenario, gateway start included, must finish within this.
+const BUDGET: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_driver_pipes_refuses_and_stops_cleanly() {
+    scenario("smol", 4201).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mio_driver_pipes_refuses_and_stops_cleanly() {
+    scenario("mio", 4202).await;
+}
+
+async fn scenario(driver: &str, edge_id: u64) {
+    let deadline = Instant::now() + BUDGET;
+    let gateway = gateway_binary();
+    let (_gateway, mut gateway_log) = start(
+        "gateway",
+        &gateway,
+        &[
+            "--service-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let service_addr = gateway_log.listening("service", deadline).await;
+    let edge_addr = gateway_log.listening("edge", deadline).await;
+    tokio::spawn(async move { while gateway_log.lines.recv().await.is_some() {} });
+
+    let echo = echo_server().await;
+    let dead = dead_address().await;
+    let (mut edge, mut edge_log) = start(
+        "tether-edge",
+        Path::new(env!("CARGO_BIN_EXE_tether-edge")),
+        &[
+            "--gateway",
+            &edge_addr.to_string(),
+            "--id",
+            &edge_id.to_string(),
+            "--metadata",
+            "test-edge",
+            "--expose",
+            &format!("echo={echo}"),
+            "--expose",
+            &format!("dead={dead}"),
+            "--driver",
+            driver,
+        ],
+    );
+    edge_log
+        .expect(&format!("exposing name=echo address={echo}"), deadline)
+        .await;
+    edge_log.expect("connected to the gateway", deadline).await;
+
+    let service = Service::builder("tester")
+        .connect(service_addr)
+        .expect("service starts");
+    timeout_at(deadline, service.wait_connected())
+        .await
+        .expect("the service connects in time")
+        .expect("the service connects");
+
+    // Echo with half-close: our FIN reaches the echo server, whose FIN comes back.
+    let mut stream = open(&service, edge_id, "echo", deadline).await;
+    stream.write_all(b"hello, edge").await.expect("write");
+    stream.shutdown().await.expect("finish");
+    let mut back = Vec::new();
+    timeout_at(deadline, stream.read_to_end(&mut back))
+        .await
+        .expect("the echo ends in time")
+        .expect("read the echo");
+    assert_eq!(back, b"hello, edge");
+    edge_log.expect("stream opened", deadline).await;
+    edge_log.expect("stream closed", deadline).await;
+
+    // 16 MiB both ways at once, byte for byte.
+    let stream = open(&service, edge_id, "echo", deadline).await;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let size = 16 << 20;
+    let data = pattern(size);
+    let sent = data.clone();
+    let write = tokio::spawn(async move {
+        for chunk in sent.chunks(100_000) {
+            writer.write_all(chunk).await.expect("write a chunk");
+        }
+        writer.shutdown().await.expect("finish");
+    });
+    let mut back = Vec::with_capacity(size);
+    timeout_at(deadline, reader.read_to_end(&mut back))
+        .await
+        .expect("16 MiB echo in time")
+        .expect("read 16 MiB back");
+    write.await.expect("the writer");
+    assert_eq!(back.len(), size);
+    assert!(back == data, "the 16 MiB came back altered");
+
+    // An unknown name is refused with NOT_FOUND, a dead local address with REFUSED.
+    let error = open_error(&service, edge_id, "nope", deadline).await;
+    assert_eq!(error.code(), ErrorCode::NOT_FOUND, "{error}");
+    assert!(error.text().contains("no exposed service nope"), "{error}");
+    let error = open_error(&service, edge_id, "dead", deadline).await;
+    assert_eq!(error.code(), ErrorCode::REFUSED, "{error}");
+    assert!(error.text().contains(&dead.to_string()), "{error}");
+    if driver == "smol" {
+        // tether-mio words the reason its own way (`connect to ADDR failed: ...`).
+        let expected = format!("dead: cannot connect to {dead}: ");
+        assert!(error.text().contains(&expected), "{error}");
+    }
+    edge_log.expect("no exposed service nope", deadline).await;
+
+    // SIGTERM: a clean exit with status 0.
+    let pid = edge.id().expect("the agent's pid").to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(kill.success());
+    let status = timeout_at(deadline, edge.wait())
+        .await
+        .expect("the agent exits in time after SIGTERM")
+        .expect("wait for the agent");
+    assert!(status.success(), "the agent exited with {status}");
+    timeout_at(deadline, service.close())
+        .await
+        .expect("the service closes in time");
+}
+
+/// Not a test but a measurement: the agent's resident memory idle (connected) and while
+/// relaying 100 MiB through a local echo server, for both drivers. Run it on an optimized
+/// build of the agent, e.g.:
+///
+/// ```sh
+/// cargo build --profile release-small -p tether-edge
+/// TETHER_EDGE_BIN=target/release-small/tether-edge \
+///     cargo test --release -p tether-edge --test agent -- --ignored --nocapture rss
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+async fn rss_idle_and_relaying() {
+    let agent = std::env::var_os("TETHER_EDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tether-edge")));
+    println!("agent: {}", agent.display());
+    for (driver, edge_id) in [("smol", 4301), ("mio", 4302)] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (_gateway, mut gateway_log) = start(
+            "gateway",
+            &gateway_binary(),
+            &[
+                "--service-listen",
+                "127.0.0.1:0",
+                "--edge-listen",
+                "127.0.0.1:0",
+            ],
+        );
+        let service_addr = gateway_log.listening("service", deadline).await;
+        let edge_addr = gateway_log.listening("edge", deadline).await;
+        tokio::spawn(async move { while gateway_log.lines.recv().await.is_some() {} });
+        let echo = echo_server().await;
+        let (edge, mut edge_log) = start(
+            "tether-edge",
+            &agent,
+            &[
+                "--gateway",
+                &edge_addr.to_string(),
+                "--id",
+                &edge_id.to_string(),
+                "--expose",
+                &format!("echo={echo}"),
+                "--driver",
+                driver,
+            ],
+        );
+        edge_log.expect("connected to the gateway", deadline).await;
+        tokio::spawn(async move { while edge_log.lines.recv().await.is_some() {} });
+        let pid = edge.id().expect("the agent's pid");
+        let service = Service::builder("meter")
+            .connect(service_addr)
+            .expect("service starts");
+        let stream = open(&service, edge_id, "echo", deadline).await;
+        let mut probe = stream;
+        probe.write_all(b"warm-up").await.expect("write");
+        let mut buf = [0u8; 7];
+        probe.read_exact(&mut buf).await.expect("read");
+        drop(probe);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = status_kib(pid, "VmRSS");
+
+        let stream = open(&service, edge_id, "echo", deadline).await;
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let size: u64 = 100 << 20;
+        let started = Instant::now();
+        let write = tokio::spawn(async move {
+            let chunk = vec![0x5Au8; 256 << 10];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                writer.write_all(&chunk[..n]).await.expect("write");
+                left -= n as u64;
+            }
+            writer.shutdown().await.expect("finish");
+        });
+        let mut received = 0u64;
+        let mut midway = 0;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = timeout_at(deadline, reader.read(&mut buf))
+                .await
+                .expect("in time")
+                .expect("read");
+            if n == 0 {
+                break;
+            }
+            if received < size / 2 && received + n as u64 >= size / 2 {
+                midway = status_kib(pid, "VmRSS");
+            }
+            received += n as u64;
+        }
+        let elapsed = started.elapsed();
+        write.await.expect("writer");
+        assert_eq!(received, size);
+        let peak = status_kib(pid, "VmHWM");
+        println!(
+            "driver={driver} idle_rss={idle} KiB relaying_rss={midway} KiB peak_rss(VmHWM)={peak} KiB \
+             relayed=100 MiB each way in {elapsed:.2?} ({:.0} MiB/s)",
+            100.0 / elapsed.as_secs_f64()
+        );
+        service.close().await;
+    }
+}
+
+/// A `/proc/<pid>/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Opens a stream to the edge's service `name`, retrying while the gateway does not list
+/// the edge yet.
+async fn open(service: &Service, edge_id: u64, name: &str, deadline: Instant) -> Stream {
+    loop {
+        let open = service.open_stream(edge_id, Bytes::from(name.to_owned()));
+        match timeout_at(deadline, open).await.expect("open in time") {
+            Ok(stream) => return stream,
+            Err(e) if e.code() == ErrorCode::EDGE_NOT_ONLINE => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot open {name}: {e}"),
+        }
+    }
+}
+
+/// The error opening `name` fails with.
+async fn open_error(
+    service: &Service,
+    edge_id: u64,
+    name: &str,
+    deadline: Instant,
+) -> tether_tokio::Error {
+    let open = service.open_stream(edge_id, Bytes::from(name.to_owned()));
+    match timeout_at(deadline, open).await.expect("open in time") {
+        Ok(_) => panic!("opening {name} succeeded"),
+        Err(e) => e,
+    }
+}
+
+/// A TCP echo server that answers each connection's FIN with its own.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo address");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = socket.into_split();
+                if tokio::io::copy(&mut read, &mut write).await.is_ok() {
+                    let _ = write.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on.
+async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("address")
+}
+
+/// `size` bytes that differ from any shifted copy of themselves.
+fn pattern(size: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Starts `program` with `args`, killed when the `Child` is dropped; its stdout and stderr
+/// lines are collected in the `Output`.
+fn start(name: &'static str, program: &Path, args: &[&str]) -> (Child, Output) {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+    let (tx, lines) = mpsc::unbounded_channel();
+    forward(child.stdout.take().expect("stdout"), "", tx.clone());
+    forward(child.stderr.take().expect("stderr"), "stderr: ", tx);
+    (
+        child,
+        Output {
+            name,
+            lines,
+            seen: Vec::new(),
+        },
+    )
+}
+
+fn forward(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    prefix: &'static str,
+    tx: mpsc::UnboundedSender<String>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(format!("{prefix}{line}")).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// What a child printed, so far and to come.
+struct Output {
+    name: &'static str,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Output {
+    /// The first line not yet matched, printed so far or before `deadline`, that contains
+    /// `needle`.
+    async fn expect(&mut self, needle: &str, deadline: Instant) -> String {
+        self.find(
+            |line| line.contains(needle).then(|| line.to_owned()),
+            needle,
+            deadline,
+        )
+        .await
+    }
+
+    /// The address in the gateway's `listening role="<role>" addr=...` log line.
+    async fn listening(&mut self, role: &str, deadline: Instant) -> SocketAddr {
+        let role_field = format!("role=\"{role}\"");
+        let parse = |line: &str| {
+            if !line.contains("listening") || !line.contains(&role_field) {
+                return None;
+            }
+            let at = line.find("addr=")? + "addr=".len();
+            line[at..].split_whitespace().next()?.parse().ok()
+        };
+        self.find(parse, &format!("listening {role_field}"), deadline)
+            .await
+    }
+
+    async fn find<T>(
+        &mut self,
+        matches: impl Fn(&str) -> Option<T>,
+        what: &str,
+        deadline: Instant,
+    ) -> T {
+        if let Some(found) = self.seen.iter().find_map(|line| matches(line)) {
+            return found;
+        }
+        loop {
+            match timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    let found = matches(&line);
+                    self.seen.push(line);
+                    if let Some(found) = found {
+                        return found;
+                    }
+                }
+                Ok(None) => self.fail(what, "it exited first"),
+                Err(_) => self.fail(what, "the time is up"),
+            }
+        }
+    }
+
+    fn fail(&self, what: &str, why: &str) -> ! {
+        panic!(
+            "{} did not print {what:?} ({why}); it printed:\n{}",
+            self.name,
+            self.seen.join("\n")
+        )
+    }
+}
+
+/// `target/<profile>/tether-gateway`, next to this test's own `target/<profile>/deps/`;
+/// built first (with the cargo running this test) when it is missing or older than the
+/// sources it is built from.
+fn gateway_binary() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(binary) = &*built {
+        return binary.clone();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = profile_dir.join(format!("tether-gateway{}", std::env::consts::EXE_SUFFIX));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if !binary.exists() || stale(&binary, &workspace) {
+        build_gateway(profile_dir, &workspace);
+    }
+    assert!(
+        binary.exists(),
+        "no gateway binary at {} after building it",
+        binary.display()
+    );
+    *built = Some(binary.clone());
+    binary
+}
+
+/// Whether a source of the gateway or of the crates it depends on is newer than `binary`.
+fn stale(binary: &Path, workspace: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    [
+        "bins/gateway/src",
+        "bins/gateway/Cargo.toml",
+        "runtime-tokio/src",
+        "sdk/src",
+        "proto-core/src",
+        "Cargo.lock",
+    ]
+    .iter()
+    .any(|path| newest(&workspace.join(path)).is_some_and(|newest| newest > built))
+}
+
+/// The latest modification time of `path`, or of a file under it.
+fn newest(path: &Path) -> Option<SystemTime> {
+    if !path.is_dir() {
+        return path.metadata().and_then(|m| m.modified()).ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| newest(&entry.path()))
+        .max()
+}
+
+fn build_gateway(profile_dir: &Path, workspace: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "-p", "tether-gateway"])
+        .env("CARGO_TARGET_DIR", target_dir);
+    match profile_dir.file_name().and_then(|p| p.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build -p tether-gateway: {status}");
+}
