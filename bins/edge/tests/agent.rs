@@ -1,6 +1,8 @@
 //! The edge agent end to end: the real `tether-gateway` binary and the `tether-edge` binary
 //! on loopback, a local TCP echo server the agent exposes, and a service in this test that
-//! opens streams to the agent. Each scenario runs with both drivers.
+//! opens streams to the agent. Each scenario runs with both drivers of the binary, and with
+//! the same agent logic on the tokio SDK in this process, so all three drivers pass the
+//! same suite against the real gateway.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use proto_core::ErrorCode;
-use tether_tokio::{ConnectExt as _, Service, Stream};
+use tether_tokio::{ConnectExt as _, Edge, Service, Stream};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -27,6 +29,50 @@ async fn smol_driver_pipes_refuses_and_stops_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mio_driver_pipes_refuses_and_stops_cleanly() {
     scenario("mio", 4202).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_driver_pipes_refuses_and_stops_cleanly() {
+    scenario("tokio", 4203).await;
+}
+
+/// The agent's logic on the tokio SDK: each stream is piped to the exposed address, or
+/// refused the way `tether-edge` refuses it.
+fn tokio_agent(
+    edge_addr: SocketAddr,
+    edge_id: u64,
+    exposes: Vec<(&'static str, SocketAddr)>,
+) -> Edge {
+    let edge = Edge::builder()
+        .edge_id(edge_id)
+        .metadata("test-edge")
+        .connect(edge_addr)
+        .expect("the tokio agent starts");
+    let serving = edge.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = serving.incoming_stream().await {
+            let name = String::from_utf8_lossy(incoming.metadata()).into_owned();
+            let Some(&(_, addr)) = exposes.iter().find(|(n, _)| *n == name) else {
+                incoming.refuse(ErrorCode::NOT_FOUND, &format!("no exposed service {name}"));
+                continue;
+            };
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) => incoming.refuse(
+                    ErrorCode::REFUSED,
+                    &format!("{name}: cannot connect to {addr}: {e}"),
+                ),
+                Ok(mut socket) => {
+                    let Ok(mut stream) = incoming.accept(Bytes::new()) else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut stream).await;
+                    });
+                }
+            }
+        }
+    });
+    edge
 }
 
 async fn scenario(driver: &str, edge_id: u64) {
@@ -48,28 +94,37 @@ async fn scenario(driver: &str, edge_id: u64) {
 
     let echo = echo_server().await;
     let dead = dead_address().await;
-    let (mut edge, mut edge_log) = start(
-        "tether-edge",
-        Path::new(env!("CARGO_BIN_EXE_tether-edge")),
-        &[
-            "--gateway",
-            &edge_addr.to_string(),
-            "--id",
-            &edge_id.to_string(),
-            "--metadata",
-            "test-edge",
-            "--expose",
-            &format!("echo={echo}"),
-            "--expose",
-            &format!("dead={dead}"),
-            "--driver",
-            driver,
-        ],
-    );
-    edge_log
-        .expect(&format!("exposing name=echo address={echo}"), deadline)
-        .await;
-    edge_log.expect("connected to the gateway", deadline).await;
+    let mut agent = if driver == "tokio" {
+        Agent::InProcess(tokio_agent(
+            edge_addr,
+            edge_id,
+            vec![("echo", echo), ("dead", dead)],
+        ))
+    } else {
+        let (edge, mut edge_log) = start(
+            "tether-edge",
+            Path::new(env!("CARGO_BIN_EXE_tether-edge")),
+            &[
+                "--gateway",
+                &edge_addr.to_string(),
+                "--id",
+                &edge_id.to_string(),
+                "--metadata",
+                "test-edge",
+                "--expose",
+                &format!("echo={echo}"),
+                "--expose",
+                &format!("dead={dead}"),
+                "--driver",
+                driver,
+            ],
+        );
+        edge_log
+            .expect(&format!("exposing name=echo address={echo}"), deadline)
+            .await;
+        edge_log.expect("connected to the gateway", deadline).await;
+        Agent::Process(edge, edge_log)
+    };
 
     let service = Service::builder("tester")
         .connect(service_addr)
@@ -89,8 +144,8 @@ async fn scenario(driver: &str, edge_id: u64) {
         .expect("the echo ends in time")
         .expect("read the echo");
     assert_eq!(back, b"hello, edge");
-    edge_log.expect("stream opened", deadline).await;
-    edge_log.expect("stream closed", deadline).await;
+    agent.expect_log("stream opened", deadline).await;
+    agent.expect_log("stream closed", deadline).await;
 
     // 16 MiB both ways at once, byte for byte.
     let stream = open(&service, edge_id, "echo", deadline).await;
@@ -120,29 +175,53 @@ async fn scenario(driver: &str, edge_id: u64) {
     let error = open_error(&service, edge_id, "dead", deadline).await;
     assert_eq!(error.code(), ErrorCode::REFUSED, "{error}");
     assert!(error.text().contains(&dead.to_string()), "{error}");
-    if driver == "smol" {
-        // tether-mio words the reason its own way (`connect to ADDR failed: ...`).
-        let expected = format!("dead: cannot connect to {dead}: ");
-        assert!(error.text().contains(&expected), "{error}");
-    }
-    edge_log.expect("no exposed service nope", deadline).await;
+    let expected = format!("dead: cannot connect to {dead}: ");
+    assert!(error.text().contains(&expected), "{error}");
+    agent.expect_log("no exposed service nope", deadline).await;
 
-    // SIGTERM: a clean exit with status 0.
-    let pid = edge.id().expect("the agent's pid").to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(kill.success());
-    let status = timeout_at(deadline, edge.wait())
-        .await
-        .expect("the agent exits in time after SIGTERM")
-        .expect("wait for the agent");
-    assert!(status.success(), "the agent exited with {status}");
+    // SIGTERM (or, in process, close): a clean exit.
+    agent.stop(deadline).await;
     timeout_at(deadline, service.close())
         .await
         .expect("the service closes in time");
+}
+
+/// The agent under test: a `tether-edge` process, or the tokio agent in this process.
+enum Agent {
+    Process(Child, Output),
+    InProcess(Edge),
+}
+
+impl Agent {
+    /// Waits for a log line of the agent process (the in-process agent logs nothing).
+    async fn expect_log(&mut self, needle: &str, deadline: Instant) {
+        if let Agent::Process(_, log) = self {
+            log.expect(needle, deadline).await;
+        }
+    }
+
+    /// Stops the agent: SIGTERM must give exit status 0; the in-process agent closes.
+    async fn stop(self, deadline: Instant) {
+        match self {
+            Agent::Process(mut child, _log) => {
+                let pid = child.id().expect("the agent's pid").to_string();
+                let kill = Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .await
+                    .expect("run kill");
+                assert!(kill.success());
+                let status = timeout_at(deadline, child.wait())
+                    .await
+                    .expect("the agent exits in time after SIGTERM")
+                    .expect("wait for the agent");
+                assert!(status.success(), "the agent exited with {status}");
+            }
+            Agent::InProcess(edge) => timeout_at(deadline, edge.close())
+                .await
+                .expect("the tokio agent closes in time"),
+        }
+    }
 }
 
 /// Not a test but a measurement: the agent's resident memory idle (connected) and while
