@@ -123,7 +123,7 @@ async fn scenario(driver: &str, edge_id: u64) {
             .expect(&format!("exposing name=echo address={echo}"), deadline)
             .await;
         edge_log.expect("connected to the gateway", deadline).await;
-        Agent::Process(edge, edge_log)
+        Agent::Process(Box::new((edge, edge_log)))
     };
 
     let service = Service::builder("tester")
@@ -188,22 +188,23 @@ async fn scenario(driver: &str, edge_id: u64) {
 
 /// The agent under test: a `tether-edge` process, or the tokio agent in this process.
 enum Agent {
-    Process(Child, Output),
+    Process(Box<(Child, Output)>),
     InProcess(Edge),
 }
 
 impl Agent {
     /// Waits for a log line of the agent process (the in-process agent logs nothing).
     async fn expect_log(&mut self, needle: &str, deadline: Instant) {
-        if let Agent::Process(_, log) = self {
-            log.expect(needle, deadline).await;
+        if let Agent::Process(process) = self {
+            process.1.expect(needle, deadline).await;
         }
     }
 
     /// Stops the agent: SIGTERM must give exit status 0; the in-process agent closes.
     async fn stop(self, deadline: Instant) {
         match self {
-            Agent::Process(mut child, _log) => {
+            Agent::Process(process) => {
+                let (mut child, _log) = *process;
                 let pid = child.id().expect("the agent's pid").to_string();
                 let kill = Command::new("kill")
                     .args(["-TERM", &pid])
