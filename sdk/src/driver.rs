@@ -20,14 +20,18 @@ use crate::state::Shared;
 /// Rounds of read / process / write per wake-up before the driver yields.
 const ROUNDS_PER_WAKE: usize = 16;
 
+/// The stack buffer each read goes through (the most one read takes).
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Most slices handed to one vectored write.
 const MAX_IO_SLICES: usize = 64;
 
 /// Driver settings that the core does not know about: they concern the transport.
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
-    /// Bytes read from the transport at a time (default 64 KiB). The core's
-    /// `max_input_buffer` bounds it further.
+    /// Bytes read from the transport at a time (default and maximum 64 KiB). The core's
+    /// `max_input_buffer` bounds it further. Reads go through a buffer on the stack, so a
+    /// connection holds no read buffer between reads.
     pub read_chunk: usize,
     /// Close the connection with `WRITE_STALL` when output is waiting and the transport
     /// has taken nothing for this long: the peer stopped reading (default 30 s).
@@ -48,10 +52,10 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     transport: BoxTransport,
     config: DriverConfig,
-    /// Bytes read but not yet taken by the core (it may take less than it was offered).
-    input: Vec<u8>,
-    input_start: usize,
-    input_end: usize,
+    /// Bytes read but not yet taken by the core (it takes less than it was offered only
+    /// while it applies backpressure). Empty, and unallocated, almost always: reads go
+    /// through a buffer on the stack, so an idle connection holds no read buffer.
+    leftover: Vec<u8>,
     output: TransmitBuf,
     timer: Pin<Box<dyn Timer>>,
     read_closed: bool,
@@ -71,10 +75,8 @@ impl Driver {
         Driver {
             shared,
             transport,
-            input: vec![0; config.read_chunk.max(1)],
+            leftover: Vec::new(),
             config,
-            input_start: 0,
-            input_end: 0,
             output: TransmitBuf::new(),
             timer,
             read_closed: false,
@@ -93,11 +95,13 @@ impl Driver {
         state.set_driver_waker(cx.waker());
         let now = shared.now();
         let mut progress = false;
-        if self.input_start < self.input_end {
-            let taken = state
-                .core
-                .handle_input(now, &self.input[self.input_start..self.input_end]);
-            self.input_start += taken;
+        if !self.leftover.is_empty() {
+            let taken = state.core.handle_input(now, &self.leftover);
+            self.leftover.drain(..taken);
+            if self.leftover.is_empty() {
+                // Give the memory back: this buffer is only needed under backpressure.
+                self.leftover = Vec::new();
+            }
             progress |= taken > 0;
         }
         state.dispatch_events();
@@ -186,22 +190,24 @@ impl Driver {
 
     /// Reads once if the core has room. Returns whether anything happened.
     fn read(&mut self, cx: &mut Context<'_>, capacity: usize) -> bool {
-        if self.read_closed || self.input_start < self.input_end || capacity == 0 {
+        if self.read_closed || !self.leftover.is_empty() || capacity == 0 {
             return false;
         }
-        let room = capacity.min(self.input.len());
-        match self
-            .transport
-            .as_mut()
-            .poll_read(cx, &mut self.input[..room])
-        {
+        let mut buf = [0u8; READ_BUFFER];
+        let room = capacity.min(self.config.read_chunk).clamp(1, READ_BUFFER);
+        match self.transport.as_mut().poll_read(cx, &mut buf[..room]) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                 self.on_end_of_input();
                 true
             }
             Poll::Ready(Ok(n)) => {
-                self.input_start = 0;
-                self.input_end = n;
+                let input = &buf[..n];
+                let mut state = self.shared.lock();
+                let now = self.shared.now();
+                let taken = state.core.handle_input(now, input);
+                if let Some(rest) = input.get(taken..).filter(|rest| !rest.is_empty()) {
+                    self.leftover = rest.to_vec();
+                }
                 true
             }
             // After a failed write, the end is whatever had arrived by now.
