@@ -277,6 +277,11 @@ impl Future for Driver {
             progress |= this.read(cx, capacity);
             progress |= this.poll_timer(cx, deadline);
             if !progress {
+                if this.output.is_empty() {
+                    // Going idle: drop the capacity a burst left in the output buffer, so
+                    // an idle connection holds (almost) nothing.
+                    this.output = TransmitBuf::new();
+                }
                 return Poll::Pending;
             }
         }
