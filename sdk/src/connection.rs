@@ -9,7 +9,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use proto_core::{
-    ClientInfo, Config, ConnectionError, ErrorCode, HandshakeAccept, Hello, Registration, Stats,
+    ClientInfo, Config, ConnectionError, ErrorCode, HandshakeAccept, Hello, Registration,
+    RegistrationKind, Stats,
 };
 
 use crate::driver::{Driver, DriverConfig};
@@ -164,6 +165,26 @@ impl Connection {
             .peer_registrations()
             .cloned()
             .collect()
+    }
+
+    /// Whether the connection takes new work: it has not ended and the peer has not sent
+    /// GOAWAY.
+    pub fn accepts_work(&self) -> bool {
+        let state = self.shared.lock();
+        !state.is_ending() && !state.going_away
+    }
+
+    /// Whether the connection takes new work and the peer registered `name` as `kind`:
+    /// the routing check of a gateway, under one lock and without copying the peer's
+    /// registrations.
+    pub fn accepts_work_for(&self, kind: RegistrationKind, name: &str) -> bool {
+        let state = self.shared.lock();
+        !state.is_ending()
+            && !state.going_away
+            && state
+                .core
+                .peer_registrations()
+                .any(|r| r.kind == kind && r.name.as_str() == name)
     }
 
     /// Adds registrations (REGISTER), e.g. a method registered after connecting.

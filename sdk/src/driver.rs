@@ -20,8 +20,45 @@ use crate::state::Shared;
 /// Rounds of read / process / write per wake-up before the driver yields.
 const ROUNDS_PER_WAKE: usize = 16;
 
-/// The stack buffer each read goes through (the most one read takes).
+/// The largest read (a busy connection's buffer).
 const READ_BUFFER: usize = 64 * 1024;
+
+/// The first read of each wake-up goes through this much stack.
+const SMALL_READ: usize = 4 * 1024;
+
+/// The buffers one wake-up reads into. Reads start in a small stack buffer, which costs
+/// almost nothing to zero (what an RPC's wake-up needs); a read that fills it switches the
+/// rest of the wake-up to a 64 KiB buffer, zeroed once (what a bulk transfer needs). Nothing
+/// outlives the wake-up, so an idle connection holds no read buffer.
+struct ReadBuffers {
+    small: [u8; SMALL_READ],
+    large: Vec<u8>,
+}
+
+impl Default for ReadBuffers {
+    fn default() -> Self {
+        ReadBuffers {
+            small: [0; SMALL_READ],
+            large: Vec::new(),
+        }
+    }
+}
+
+impl ReadBuffers {
+    fn get(&mut self) -> &mut [u8] {
+        if self.large.is_empty() {
+            &mut self.small
+        } else {
+            &mut self.large
+        }
+    }
+
+    fn grow(&mut self) {
+        if self.large.is_empty() {
+            self.large = vec![0; READ_BUFFER];
+        }
+    }
+}
 
 /// Most slices handed to one vectored write.
 const MAX_IO_SLICES: usize = 64;
@@ -189,11 +226,12 @@ impl Driver {
     }
 
     /// Reads once if the core has room. Returns whether anything happened.
-    fn read(&mut self, cx: &mut Context<'_>, capacity: usize, buf: &mut [u8; READ_BUFFER]) -> bool {
+    fn read(&mut self, cx: &mut Context<'_>, capacity: usize, buffers: &mut ReadBuffers) -> bool {
         if self.read_closed || !self.leftover.is_empty() || capacity == 0 {
             return false;
         }
-        let room = capacity.min(self.config.read_chunk).clamp(1, READ_BUFFER);
+        let buf = buffers.get();
+        let room = capacity.min(self.config.read_chunk).clamp(1, buf.len());
         match self.transport.as_mut().poll_read(cx, &mut buf[..room]) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                 self.on_end_of_input();
@@ -201,11 +239,17 @@ impl Driver {
             }
             Poll::Ready(Ok(n)) => {
                 let input = &buf[..n];
+                let filled = n == buf.len();
                 let mut state = self.shared.lock();
                 let now = self.shared.now();
                 let taken = state.core.handle_input(now, input);
                 if let Some(rest) = input.get(taken..).filter(|rest| !rest.is_empty()) {
                     self.leftover = rest.to_vec();
+                }
+                drop(state);
+                if filled {
+                    // More is waiting: read the rest of this wake-up in large pieces.
+                    buffers.grow();
                 }
                 true
             }
@@ -258,10 +302,7 @@ impl Future for Driver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        // One buffer for every read of this wake-up: zeroing 64 KiB per read was 7 % of a
-        // bulk transfer's CPU, and keeping it in the struct would cost every idle
-        // connection 64 KiB.
-        let mut buf = [0u8; READ_BUFFER];
+        let mut buffers = ReadBuffers::default();
         for _ in 0..ROUNDS_PER_WAKE {
             let (finished, capacity, deadline, mut progress) = this.process(cx);
             progress |= this.write(cx);
@@ -277,7 +318,7 @@ impl Future for Driver {
                     return Poll::Ready(());
                 }
             }
-            progress |= this.read(cx, capacity, &mut buf);
+            progress |= this.read(cx, capacity, &mut buffers);
             progress |= this.poll_timer(cx, deadline);
             if !progress {
                 if this.output.is_empty() {

@@ -27,10 +27,10 @@ impl ServiceLink {
     /// Whether it takes new work: connected, and neither side has sent GOAWAY (a draining
     /// service refuses new calls, messages and streams with `GOING_AWAY`).
     pub(crate) fn is_available(&self) -> bool {
-        !self.conn.is_closed() && !self.conn.is_going_away()
+        self.conn.accepts_work()
     }
 
-    /// Whether it registered `name` as `kind`.
+    /// Whether it registered `name` as `kind` (whether or not it takes new work).
     pub(crate) fn has(&self, kind: RegistrationKind, name: &str) -> bool {
         self.conn
             .peer_registrations()
@@ -146,7 +146,7 @@ impl Hub {
     ) -> Vec<Arc<ServiceLink>> {
         self.services()
             .into_iter()
-            .filter(|s| s.is_available() && s.has(kind, name))
+            .filter(|s| s.conn.accepts_work_for(kind, name))
             .collect()
     }
 
