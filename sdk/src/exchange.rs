@@ -2,6 +2,7 @@
 //! and the [`Request`]s and [`Message`]s the peer sends, which must be answered.
 
 use std::future::poll_fn;
+use std::hash::Hash;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -13,10 +14,7 @@ use proto_core::{Address, Call, ErrorCode, Publish, ReplyError, SendError};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::runtime::until;
-use crate::state::{Pending, State};
-
-/// Longest error text the wire carries (`MAX_TEXT_LEN`).
-const MAX_TEXT: usize = 4096;
+use crate::state::{Outcomes, Pending, State};
 
 /// What to queue: a call or a message.
 enum Outgoing {
@@ -67,25 +65,9 @@ impl Connection {
             id: Id::Request(RequestId::from_raw(id)),
             done: false,
         };
-        let result = poll_fn(|cx| {
-            let mut state = self.shared.lock();
-            let request = RequestId::from_raw(id);
-            let outcome = match state.calls.get_mut(&request) {
-                None => Some(Err(state.lost_error())),
-                Some(pending) => pending.result.take().or_else(|| {
-                    pending.waker = Some(cx.waker().clone());
-                    None
-                }),
-            };
-            match outcome {
-                Some(result) => {
-                    state.calls.remove(&request);
-                    Poll::Ready(result)
-                }
-                None => Poll::Pending,
-            }
-        })
-        .await;
+        let result = self
+            .outcome(RequestId::from_raw(id), |state| &mut state.calls)
+            .await;
         guard.done = true;
         result
     }
@@ -110,27 +92,42 @@ impl Connection {
             id: Id::Message(MessageId::from_raw(id)),
             done: false,
         };
-        let result = poll_fn(|cx| {
-            let mut state = self.shared.lock();
-            let message = MessageId::from_raw(id);
-            let outcome = match state.publishes.get_mut(&message) {
-                None => Some(Err(state.lost_error())),
-                Some(pending) => pending.result.take().or_else(|| {
-                    pending.waker = Some(cx.waker().clone());
-                    None
-                }),
-            };
-            match outcome {
-                Some(result) => {
-                    state.publishes.remove(&message);
-                    Poll::Ready(result)
-                }
-                None => Poll::Pending,
-            }
-        })
-        .await;
+        let result = self
+            .outcome(MessageId::from_raw(id), |state| &mut state.publishes)
+            .await;
         guard.done = true;
         result
+    }
+
+    /// Waits for the outcome filed under `key` in the map `slots` selects (calls or
+    /// publishes), and removes the entry once it is taken. A missing entry means the
+    /// connection ended.
+    async fn outcome<K, T>(
+        &self,
+        key: K,
+        slots: fn(&mut State) -> &mut Outcomes<K, T>,
+    ) -> Result<T, Error>
+    where
+        K: Eq + Hash,
+    {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            let map = slots(&mut state);
+            let Some(pending) = map.get_mut(&key) else {
+                return Poll::Ready(Err(state.lost_error()));
+            };
+            match pending.result.take() {
+                Some(result) => {
+                    map.remove(&key);
+                    Poll::Ready(result)
+                }
+                None => {
+                    pending.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     /// Queues a call or message, waiting (until `deadline`) while the core says `Busy` or
@@ -287,18 +284,6 @@ impl Drop for Outstanding<'_> {
     }
 }
 
-/// Cuts `text` to what the wire carries, on a character boundary.
-pub(crate) fn clip(text: &str) -> &str {
-    if text.len() <= MAX_TEXT {
-        return text;
-    }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// A request from the peer. Answer it with [`respond`](Self::respond); dropping it
 /// unanswered answers `INTERNAL`, so the caller never waits for nothing.
 #[derive(Debug)]
@@ -350,7 +335,7 @@ impl Request {
         state.handling.remove(&self.id);
         let (status, body) = match result {
             Ok(body) => (ErrorCode::OK, body),
-            Err(e) => (e.code(), Bytes::from(clip(&e.text()).to_owned())),
+            Err(e) => (e.code(), Bytes::from(e.text())),
         };
         if let Err(ReplyError::TooLarge { .. }) = state.core.rpc().respond(self.id, status, body) {
             // The caller must still learn the outcome.
@@ -448,7 +433,8 @@ impl Message {
 
     /// Acknowledges with an error; the sender receives its code and text.
     pub fn error(mut self, error: Error) {
-        self.ack(error.code(), clip(&error.text()));
+        // The encoder cuts texts to the wire's limit (`docs/PROTOCOL.md#conventions`).
+        self.ack(error.code(), &error.text());
     }
 
     fn ack(&mut self, code: ErrorCode, text: &str) {

@@ -86,7 +86,9 @@ pub(crate) async fn sleep_until(runtime: &dyn Runtime, deadline: Instant) {
     std::future::poll_fn(|cx| timer.as_mut().poll_elapsed(cx)).await
 }
 
-/// Runs `future` until `deadline`; `None` if the deadline came first.
+/// Runs `future` until `deadline`; `None` if the deadline came first. The timer is only
+/// created if the future does not finish on its first poll: calls and publishes on an
+/// established connection, the common case, take no timer.
 pub(crate) async fn until<T>(
     runtime: &dyn Runtime,
     deadline: Option<Instant>,
@@ -96,11 +98,12 @@ pub(crate) async fn until<T>(
     let Some(deadline) = deadline else {
         return Some(future.await);
     };
-    let mut timer = runtime.new_timer(deadline);
+    let mut timer: Option<Pin<Box<dyn Timer>>> = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(value) = future.as_mut().poll(cx) {
             return Poll::Ready(Some(value));
         }
+        let timer = timer.get_or_insert_with(|| runtime.new_timer(deadline));
         timer.as_mut().poll_elapsed(cx).map(|()| None)
     })
     .await

@@ -104,6 +104,9 @@ impl<T> Pending<T> {
 /// Entries a [`WaitList`] holds before it sheds stale ones.
 const MAX_WAITERS: usize = 1024;
 
+/// Operations in flight by id, each completed with its outcome.
+pub(crate) type Outcomes<K, T> = HashMap<K, Pending<Result<T, Error>>>;
+
 /// Tasks waiting for the same kind of news. Waking wakes them all; each re-checks.
 #[derive(Debug, Default)]
 pub(crate) struct WaitList(Vec<Waker>);
@@ -150,8 +153,8 @@ pub(crate) struct State {
     pub(crate) peer_addr: Option<SocketAddr>,
     driver: Option<Waker>,
     pub(crate) streams: HashMap<StreamId, StreamSlot>,
-    pub(crate) calls: HashMap<RequestId, Pending<Result<Bytes, Error>>>,
-    pub(crate) publishes: HashMap<MessageId, Pending<Result<(), Error>>>,
+    pub(crate) calls: Outcomes<RequestId, Bytes>,
+    pub(crate) publishes: Outcomes<MessageId, ()>,
     /// Requests the application is handling: completed with a code when the caller no
     /// longer wants the answer.
     pub(crate) handling: HashMap<RequestId, Pending<ErrorCode>>,

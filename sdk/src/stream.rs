@@ -14,7 +14,6 @@ use proto_core::{Address, ErrorCode, OpenError, OpenStream, ReadError, StreamErr
 
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::exchange::clip;
 use crate::runtime::until;
 use crate::state::{State, StreamSlot};
 
@@ -114,12 +113,19 @@ impl Connection {
 
     /// Waits for the next stream the peer opens and accepts it.
     pub async fn accept_stream(&self) -> Option<Stream> {
-        loop {
-            let incoming = self.incoming_stream().await?;
-            // Fails only if the peer withdrew the stream meanwhile: take the next one.
-            if let Ok(stream) = incoming.accept(Bytes::new()) {
-                return Some(stream);
-            }
+        accept_next(|| self.incoming_stream()).await
+    }
+}
+
+/// Accepts the next stream `next` yields, skipping streams the opener withdrew before
+/// they could be accepted; `None` when `next` has no more.
+pub(crate) async fn accept_next<F>(mut next: impl FnMut() -> F) -> Option<Stream>
+where
+    F: std::future::Future<Output = Option<IncomingStream>>,
+{
+    loop {
+        if let Ok(stream) = next().await?.accept(Bytes::new()) {
+            return Some(stream);
         }
     }
 }
@@ -353,7 +359,7 @@ impl Stream {
         self.write_done = true;
         let mut state = self.conn.shared.lock();
         if let Ok(mut stream) = state.core.stream(self.id) {
-            let _ = stream.reset(code, clip(reason));
+            let _ = stream.reset(code, reason);
         }
         state.wake_driver();
     }
@@ -372,7 +378,7 @@ impl Stream {
     fn refuse(mut self, code: ErrorCode, reason: &str) {
         let mut state = self.conn.shared.lock();
         // Fails only if the peer withdrew it first.
-        let _ = state.core.refuse_stream(self.id, code, clip(reason));
+        let _ = state.core.refuse_stream(self.id, code, reason);
         state.wake_driver();
         self.read_done = true;
         self.write_done = true;

@@ -39,6 +39,10 @@ impl Source {
     }
 }
 
+/// How long the gateway waits for the target of a stream to accept it (the SDK's default
+/// operation timeout), for relayed streams and ingress alike.
+pub(crate) const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which error a lost target turns into.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum TargetKind {
@@ -145,13 +149,13 @@ pub(crate) async fn forward_message(
     _held: Option<OwnedSemaphorePermit>,
     mut message: Message,
     target: Connection,
-    topic: Name,
     source: Source,
     kind: TargetKind,
 ) {
     let publish = Publish {
         address: source.0,
-        topic,
+        // A topic that arrived as a name is one again (empty on service → edge messages).
+        topic: Name::new(message.topic()).unwrap_or(Name::EMPTY),
         body: message.take_body(),
         ack: message.ack_wanted(),
         timeout: remaining(message.deadline()),
@@ -169,13 +173,13 @@ pub(crate) async fn forward_stream(
     target: Connection,
     source: Source,
     kind: TargetKind,
-    hook_timeout: std::time::Duration,
+    open_timeout: std::time::Duration,
 ) {
     let open = OpenStream {
         address: source.0,
         metadata: incoming.metadata().clone(),
     };
-    match target.open_stream(open, Some(hook_timeout)).await {
+    match target.open_stream(open, Some(open_timeout)).await {
         Ok((mut far, accept_metadata)) => match incoming.accept(accept_metadata) {
             Ok(near) => splice(near, far, kind).await,
             // The opener withdrew while the target decided: the target must not take the

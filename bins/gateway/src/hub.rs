@@ -10,7 +10,7 @@ use proto_core::RegistrationKind;
 use tether_tokio::Connection;
 
 use crate::config::GatewayConfig;
-use crate::routing::{RouteKey, choose};
+use crate::routing::{RouteKey, choose_by};
 
 /// A connected service.
 #[derive(Debug)]
@@ -164,9 +164,7 @@ impl Hub {
         candidates: &[Arc<ServiceLink>],
         key: RouteKey,
     ) -> Option<Arc<ServiceLink>> {
-        let ids: Vec<u64> = candidates.iter().map(|s| s.id).collect();
-        let id = choose(key, &ids)?;
-        candidates.iter().find(|s| s.id == id).cloned()
+        choose_by(key, candidates, |s| s.id).cloned()
     }
 
     /// The online edge `id`.

@@ -43,21 +43,21 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The candidate (by its id) that `key` maps to: the one with the highest weight
-/// `mix(key, id)`. Ties cannot change between calls, so the choice is stable.
+/// The candidate id that `key` maps to: the one with the highest weight `mix(key, id)`.
+/// Ties cannot change between calls, so the choice is stable.
 pub fn choose(key: RouteKey, candidates: &[u64]) -> Option<u64> {
+    choose_by(key, candidates, |&id| id).copied()
+}
+
+/// [`choose`] over any candidates, each identified by `id`.
+pub fn choose_by<T>(key: RouteKey, candidates: &[T], id: impl Fn(&T) -> u64) -> Option<&T> {
     match key {
-        RouteKey::Random => {
-            if candidates.is_empty() {
-                None
-            } else {
-                candidates.get(fastrand::usize(..candidates.len())).copied()
-            }
-        }
-        RouteKey::Stable(key) => candidates
-            .iter()
-            .copied()
-            .max_by_key(|&id| (mix(key ^ mix(id)), id)),
+        RouteKey::Random if candidates.is_empty() => None,
+        RouteKey::Random => candidates.get(fastrand::usize(..candidates.len())),
+        RouteKey::Stable(key) => candidates.iter().max_by_key(|c| {
+            let id = id(c);
+            (mix(key ^ mix(id)), id)
+        }),
     }
 }
 

@@ -115,11 +115,7 @@ impl Edge {
 
     /// The next stream a service opened to this edge, accepted; `None` once closed.
     pub async fn accept_stream(&self) -> Option<Stream> {
-        loop {
-            if let Ok(stream) = self.incoming_stream().await?.accept(Bytes::new()) {
-                return Some(stream);
-            }
-        }
+        self.client.accept_stream().await
     }
 
     /// The next stream a service opened to this edge, to accept or refuse (e.g. with

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::exchange::Message;
 use crate::runtime::{Dialer, Runtime, sleep_until, until};
 use crate::state::WaitList;
-use crate::stream::{IncomingStream, Stream};
+use crate::stream::{IncomingStream, Stream, accept_next};
 use handler::Handler;
 use options::Options;
 
@@ -246,6 +246,11 @@ impl Client {
     pub(crate) async fn incoming_stream(&self) -> Option<IncomingStream> {
         self.next_from_sessions(|s| async move { s.incoming_stream().await })
             .await
+    }
+
+    /// The next stream the gateway opens to us, accepted; `None` once the client is closed.
+    pub(crate) async fn accept_stream(&self) -> Option<Stream> {
+        accept_next(|| self.incoming_stream()).await
     }
 
     /// The first item `take` yields from any live session: the sessions still draining

@@ -125,11 +125,7 @@ impl Service {
 
     /// The next stream an edge opened to this service, accepted; `None` once closed.
     pub async fn accept_stream(&self) -> Option<Stream> {
-        loop {
-            if let Ok(stream) = self.incoming_stream().await?.accept(Bytes::new()) {
-                return Some(stream);
-            }
-        }
+        self.client.accept_stream().await
     }
 
     /// The next stream an edge opened to this service, to accept or refuse.

@@ -26,10 +26,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{GatewayConfig, TcpMapping};
+use crate::forward::OPEN_TIMEOUT;
 use crate::hub::Hub;
-
-/// How long an edge has to accept a stream the ingress opens (as for relayed streams).
-const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The source address an edge sees on streams and calls from the HTTP ingress.
 const HTTP_SOURCE: &str = "$http";

@@ -45,10 +45,17 @@ impl GatewayProcess {
 
     /// Starts the gateway with exactly `listen` then `args`.
     pub(crate) async fn start_with(listen: &[&str], args: &[&str]) -> GatewayProcess {
+        GatewayProcess::spawn(listen, args, &[]).await
+    }
+
+    /// Starts the gateway with `listen`, `args` and extra environment variables, and waits
+    /// for its two `listening` lines.
+    async fn spawn(listen: &[&str], args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-gateway"))
             .args(listen)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -199,49 +206,13 @@ pub(crate) async fn run_gateway_to_exit(args: &[&str], env: &[(&str, &str)]) -> 
 impl GatewayProcess {
     /// Like [`GatewayProcess::start`], with extra environment variables.
     pub(crate) async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-gateway"))
-            .args(["--service-listen", "127.0.0.1:0"])
-            .args(["--edge-listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the gateway binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, mut logs) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut service_addr, mut edge_addr) = (None, None);
-        let started = async {
-            while service_addr.is_none() || edge_addr.is_none() {
-                let line = logs
-                    .recv()
-                    .await
-                    .expect("the gateway exited before listening");
-                service_addr = service_addr.or_else(|| listening(&line, "service"));
-                edge_addr = edge_addr.or_else(|| listening(&line, "edge"));
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), started)
-            .await
-            .expect("the gateway did not start listening within 20 s");
-        GatewayProcess {
-            child,
-            service_addr: service_addr.expect("service address"),
-            edge_addr: edge_addr.expect("edge address"),
-            logs,
-        }
+        let listen = [
+            "--service-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+        ];
+        GatewayProcess::spawn(&listen, args, env).await
     }
 
     /// Waits until the gateway logged that each of the services `services` and each of the
