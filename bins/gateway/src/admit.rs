@@ -13,27 +13,39 @@ use proto_core::{Address, Call, ErrorCode, HandshakeAccept, RegistrationKind, Ro
 use tether_tokio::hooks::{
     EDGE_ID_HOOK, EDGE_OFFLINE_HOOK, EDGE_ONLINE_HOOK, EdgeInfo, decode_edge_id,
 };
-use tether_tokio::{Connection, DriverConfig, Error, Handshake, runtime, tcp_transport};
-use tokio::net::TcpStream;
+use tether_tokio::{Connection, DriverConfig, Error, Handshake, runtime};
 
+use crate::auth::check_token;
 use crate::config::PresenceFanout;
 use crate::hub::{EdgeSession, Hub, ServiceLink};
 use crate::links;
 use crate::routing::RouteKey;
+use crate::transport::Established;
+use crate::transport::identity::IdentityBinding;
 
 fn hook_timeout(hub: &Hub) -> Duration {
     Duration::from_millis(hub.config.hook_timeout_ms)
 }
 
 /// Runs the handshake of a connection on the service port, then serves it.
-pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: SocketAddr) {
-    let Some(handshake) = handshake(&hub, socket, addr).await else {
+pub(crate) async fn admit_service(hub: Arc<Hub>, established: Established) {
+    let Established {
+        transport,
+        peer,
+        permit,
+    } = established;
+    let addr = peer.addr;
+    let Some(handshake) = handshake(&hub, transport, addr).await else {
         return;
     };
     let info = &handshake.hello().info;
     if info.role != Role::Service {
         tracing::info!(%addr, "refused: an edge on the service port");
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
+    }
+    if let Err(e) = check_token(&hub.config.auth.service_tokens, &handshake.hello().info.token) {
+        tracing::info!(role = "service", %addr, reason = %e, "refused");
+        return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
     }
     if info.name.is_empty() {
         tracing::info!(%addr, "refused: a service without a name");
@@ -48,7 +60,8 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
     let Ok(conn) = handshake.accept(accept) else {
         return;
     };
-    tracing::info!(role = "service", id, name = %name, %addr, "connected");
+    drop(permit);
+    tracing::info!(role = "service", id, name = %name, %addr, transport = peer.transport, "connected");
     let link = Arc::new(ServiceLink {
         id,
         name,
@@ -65,14 +78,30 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
 }
 
 /// Runs the handshake of a connection on the edge port, decides its id, then serves it.
-pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAddr) {
-    let Some(handshake) = handshake(&hub, socket, addr).await else {
+/// The auth chain runs in the order docs/GATEWAY.md#auth-chain gives.
+pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding: IdentityBinding) {
+    let Established {
+        transport,
+        peer,
+        permit,
+    } = established;
+    let addr = peer.addr;
+    let Some(handshake) = handshake(&hub, transport, addr).await else {
         return;
     };
     let info = handshake.hello().info.clone();
     if info.role != Role::Edge {
         tracing::info!(%addr, "refused: a service on the edge port");
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for edges");
+    }
+    if let Err(e) = check_token(&hub.config.auth.edge_tokens, &handshake.hello().info.token) {
+        tracing::info!(role = "edge", %addr, reason = %e, "refused");
+        return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
+    }
+    let certificate = peer.certificate.as_ref();
+    if let Err(why) = binding.check_metadata(certificate, &info.metadata) {
+        tracing::info!(role = "edge", %addr, reason = %why, "refused: identity");
+        return handshake.reject(ErrorCode::UNAUTHORIZED, &why);
     }
     let id = match decide_edge_id(&hub, info.requested_id, addr, &info.metadata).await {
         Ok(id) => id,
@@ -81,12 +110,17 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
             return handshake.reject(e.code(), &e.text());
         }
     };
+    if let Err(why) = binding.check_id(certificate, id) {
+        tracing::info!(role = "edge", id, %addr, reason = %why, "refused: identity");
+        return handshake.reject(ErrorCode::UNAUTHORIZED, &why);
+    }
     let Ok(conn) = handshake.accept(HandshakeAccept {
         assigned_id: id,
         metadata: Bytes::new(),
     }) else {
         return;
     };
+    drop(permit);
     let session = Arc::new(EdgeSession {
         id,
         session: hub.session_number(),
@@ -107,7 +141,7 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     if hub.is_shutting_down() {
         conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
     }
-    tracing::info!(role = "edge", id, %addr, "connected");
+    tracing::info!(role = "edge", id, %addr, transport = peer.transport, "connected");
     if let Err((e, told)) = online(&hub, &session).await {
         tracing::info!(role = "edge", id, reason = %e, "the online hook refused the edge");
         conn.close(e.code(), &e.text());
@@ -128,10 +162,14 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     tracing::info!(role = "edge", id, %addr, reason = %why, "disconnected");
 }
 
-async fn handshake(hub: &Hub, socket: TcpStream, addr: SocketAddr) -> Option<Handshake> {
+async fn handshake(
+    hub: &Hub,
+    transport: tether_tokio::runtime::BoxTransport,
+    addr: SocketAddr,
+) -> Option<Handshake> {
     match Connection::accept(
         runtime(),
-        tcp_transport(socket),
+        transport,
         hub.core.clone(),
         DriverConfig::default(),
     )

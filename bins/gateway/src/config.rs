@@ -16,6 +16,11 @@ use proto_core::config::MIN_WINDOW;
 use proto_core::{HEAD_CREDIT, Settings};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthConfig, tokens_from_env};
+use crate::transport::admission::AdmissionConfig;
+use crate::transport::tls::TlsConfig;
+use crate::transport::websocket::WebSocketConfig;
+
 /// How edge → service traffic picks among candidate services.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +93,19 @@ pub struct GatewayConfig {
     /// of an edge. Default none.
     #[serde(deserialize_with = "null_as_default")]
     pub tcp_mappings: Vec<TcpMapping>,
+    /// TLS on the service listener. Default none: plain TCP.
+    pub service_tls: Option<TlsConfig>,
+    /// TLS (and mTLS, identity binding) on the edge listener. Default none: plain TCP.
+    pub edge_tls: Option<TlsConfig>,
+    /// The protocol over WebSocket on the edge (and service) listener.
+    #[serde(deserialize_with = "null_as_default")]
+    pub websocket: WebSocketConfig,
+    /// Static tokens per role.
+    #[serde(deserialize_with = "null_as_default")]
+    pub auth: AuthConfig,
+    /// Deadlines and caps before a peer is admitted.
+    #[serde(deserialize_with = "null_as_default")]
+    pub admission: AdmissionConfig,
 }
 
 /// One TCP port mapping (an entry of `tcp_mappings`): connections to `listen` are relayed
@@ -148,6 +166,11 @@ impl Default for GatewayConfig {
             protocol: ProtocolConfig::default(),
             http_ingress: None,
             tcp_mappings: Vec::new(),
+            service_tls: None,
+            edge_tls: None,
+            websocket: WebSocketConfig::default(),
+            auth: AuthConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -245,6 +268,7 @@ impl GatewayConfig {
             return Err(invalid("edge_listen", problem));
         }
         self.validate_ingress()?;
+        self.validate_security()?;
         let p = &self.protocol;
         if p.keepalive_interval_ms > 0 && p.keepalive_timeout_ms == 0 {
             let problem = "must be at least 1 while protocol.keepalive_interval_ms is not 0";
@@ -312,6 +336,36 @@ impl GatewayConfig {
             if m.service.is_empty() {
                 let key = format!("tcp_mappings[{i}].service");
                 return Err(invalid(&key, String::from("must not be empty")));
+            }
+        }
+        Ok(())
+    }
+
+    /// TLS, WebSocket and admission checks.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let sections = [("service_tls", &self.service_tls), ("edge_tls", &self.edge_tls)];
+        for (key, tls) in sections {
+            if let Some(tls) = tls {
+                tls.validate(key).map_err(|p| invalid(key, p))?;
+            }
+        }
+        if self.service_tls.as_ref().is_some_and(|t| t.identity.is_on()) {
+            let problem = "identity binding is for edges (edge_tls.identity)".into();
+            return Err(invalid("service_tls.identity", problem));
+        }
+        self.websocket
+            .validate()
+            .map_err(|p| invalid("websocket", p))?;
+        let a = &self.admission;
+        #[rustfmt::skip]
+        let ranges = [
+            ("admission.max_unauthenticated", u64::from(a.max_unauthenticated)),
+            ("admission.max_unauthenticated_per_ip", u64::from(a.max_unauthenticated_per_ip)),
+            ("admission.transport_handshake_timeout_ms", a.transport_handshake_timeout_ms),
+        ];
+        for (key, value) in ranges {
+            if value == 0 {
+                return Err(invalid(key, String::from("must be at least 1")));
             }
         }
         Ok(())
@@ -441,6 +495,47 @@ http_ingress: null
 # exposes, e.g. [{listen: 0.0.0.0:2222, edge: 7, service: ssh}]. Empty: none.
 tcp_mappings: []
 
+# TLS on the service and edge listeners (rustls). null: plain TCP. For example:
+#   edge_tls:
+#     certs:                 # one or more pairs, chosen by SNI; the first is the default
+#       - {cert: /etc/tether/edge.pem, key: /etc/tether/edge.key}
+#     client_ca: [/etc/tether/devices-ca.pem]   # mTLS: CAs of client certificates
+#     client_auth: required  # required (default with client_ca) or optional
+#     identity: {bind: id}   # off, id or metadata (+ field: name; names: any, cn or san)
+#     reload_interval_ms: 10000   # look for changed files (0: only on SIGHUP)
+service_tls: null
+# TLS on the edge listener (same keys as service_tls, plus identity).
+edge_tls: null
+
+# The protocol in WebSocket binary messages (behind nginx or an HTTP load balancer).
+websocket:
+  # The edge listener also accepts WebSocket upgrades.
+  edge: true
+  # The service listener also accepts them.
+  service: false
+  # The upgrade's request path (other paths get 404).
+  path: /tether
+  # Proxy IPs whose X-Forwarded-For names the client, e.g. [127.0.0.1].
+  trusted_proxies: []
+  # Largest WebSocket message accepted, in bytes.
+  max_message_size: 1048576
+
+# Static tokens checked in the handshake. Empty: no token needed.
+auth:
+  # Tokens services may present (TETHER_SERVICE_TOKENS, comma-separated).
+  service_tokens: []
+  # Tokens edges may present (TETHER_EDGE_TOKENS, comma-separated).
+  edge_tokens: []
+
+# Before a peer is admitted: caps on connections still in their handshakes, and deadlines.
+admission:
+  # Connections in their handshakes, over all listeners (more are closed at accept).
+  max_unauthenticated: 4096
+  # Connections in their handshakes from one IP address.
+  max_unauthenticated_per_ip: 64
+  # TLS and the WebSocket upgrade must complete within this many milliseconds.
+  transport_handshake_timeout_ms: 10000
+
 # Protocol limits and timeouts of every connection.
 protocol:
   # Largest request, response or message body accepted, in bytes.
@@ -504,6 +599,13 @@ pub struct Cli {
     /// HTTP ingress address (HTTP forwarding to edges, HTTP → RPC relay) [default: off].
     #[arg(long, env = "TETHER_HTTP_INGRESS", value_name = "ADDR")]
     pub http_ingress: Option<SocketAddr>,
+    /// Tokens services may present, comma-separated [default: none needed]. An environment
+    /// variable only: a flag would show the secret in `ps`.
+    #[arg(skip = std::env::var("TETHER_SERVICE_TOKENS").ok())]
+    pub service_tokens: Option<String>,
+    /// Tokens edges may present, comma-separated (environment variable only).
+    #[arg(skip = std::env::var("TETHER_EDGE_TOKENS").ok())]
+    pub edge_tokens: Option<String>,
     /// Print the default configuration (commented YAML) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -536,6 +638,12 @@ impl Cli {
         c.presence = self.presence.unwrap_or(c.presence);
         c.hook_timeout_ms = self.hook_timeout_ms.unwrap_or(c.hook_timeout_ms);
         c.http_ingress = self.http_ingress.or(c.http_ingress);
+        if let Some(tokens) = &self.service_tokens {
+            c.auth.service_tokens = tokens_from_env(tokens);
+        }
+        if let Some(tokens) = &self.edge_tokens {
+            c.auth.edge_tokens = tokens_from_env(tokens);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -576,7 +684,7 @@ mod tests {
             assert!(!key || commented, "no comment above {}", lines[i]);
             key
         });
-        assert_eq!(keys.count(), 11 + 10);
+        assert_eq!(keys.count(), 11 + 2 + 6 + 3 + 4 + 10);
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! - `links` and `forward`: routing and forwarding of calls, messages and streams;
 //! - `splice`: stream relaying with end-to-end backpressure;
 //! - `ingress`: HTTP ingress, the HTTP → RPC relay and TCP port mappings;
+//! - [`transport`]: TLS, WebSocket, the caps and deadlines before the protocol handshake;
+//! - [`auth`]: static tokens;
 //! - [`Gateway`]: the listeners and graceful shutdown.
 
 mod admit;
+pub mod auth;
 pub mod config;
 mod forward;
 mod hub;
@@ -19,5 +22,6 @@ mod links;
 pub mod routing;
 mod server;
 mod splice;
+pub mod transport;
 
 pub use server::Gateway;

@@ -15,6 +15,9 @@ use crate::admit::{admit_edge, admit_service};
 use crate::config::{GatewayConfig, TcpMapping};
 use crate::hub::Hub;
 use crate::ingress::Ingress;
+use crate::transport::admission::Admission;
+use crate::transport::tls::{self, ReloadableTls};
+use crate::transport::{OnRefused, Pipeline, accept_loop};
 
 /// A gateway whose listeners are bound.
 #[derive(Debug)]
@@ -22,12 +25,45 @@ pub struct Gateway {
     hub: Arc<Hub>,
     services: TcpListener,
     edges: TcpListener,
+    service_pipeline: Pipeline,
+    edge_pipeline: Pipeline,
+    hangup: tls::Hangup,
     ingress: Ingress,
+}
+
+/// Loads a listener's TLS section, if any.
+fn load_tls(
+    role: &'static str,
+    section: Option<&crate::transport::tls::TlsConfig>,
+) -> std::io::Result<Option<Arc<ReloadableTls>>> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let loaded = ReloadableTls::load(role, section.clone())
+        .map_err(|e| std::io::Error::other(format!("{role}_tls: {e}")))?;
+    Ok(Some(Arc::new(loaded)))
 }
 
 impl Gateway {
     /// Binds the listeners of `config`.
     pub async fn bind(config: GatewayConfig) -> std::io::Result<Gateway> {
+        let admission = Admission::new(&config.admission);
+        let deadline = Duration::from_millis(config.admission.transport_handshake_timeout_ms);
+        let websocket = Arc::new(config.websocket.clone());
+        let service_pipeline = Pipeline {
+            role: "service",
+            tls: load_tls("service", config.service_tls.as_ref())?,
+            websocket: config.websocket.service.then(|| Arc::clone(&websocket)),
+            admission: Arc::clone(&admission),
+            transport_deadline: deadline,
+        };
+        let edge_pipeline = Pipeline {
+            role: "edge",
+            tls: load_tls("edge", config.edge_tls.as_ref())?,
+            websocket: config.websocket.edge.then_some(websocket),
+            admission,
+            transport_deadline: deadline,
+        };
         let services = TcpListener::bind(config.service_listen).await?;
         let edges = TcpListener::bind(config.edge_listen).await?;
         let ingress = Ingress::bind(&config).await?;
@@ -35,6 +71,9 @@ impl Gateway {
             hub: Arc::new(Hub::new(config)),
             services,
             edges,
+            service_pipeline,
+            edge_pipeline,
+            hangup: tls::Hangup::listen(),
             ingress,
         })
     }
@@ -65,32 +104,51 @@ impl Gateway {
             hub,
             services,
             edges,
+            service_pipeline,
+            edge_pipeline,
+            hangup,
             ingress,
         } = self;
-        let (stop_ingress, stopped) = watch::channel(false);
-        let ingress = tokio::spawn(ingress.run(Arc::clone(&hub), stopped));
-        let mut tasks = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = services.accept() => {
-                    if let Ok((socket, addr)) = accepted {
-                        tasks.spawn(admit_service(Arc::clone(&hub), socket, addr));
-                    }
-                }
-                accepted = edges.accept() => {
-                    if let Ok((socket, addr)) = accepted {
-                        tasks.spawn(admit_edge(Arc::clone(&hub), socket, addr));
-                    }
-                }
-                // Reap finished connection tasks so the set does not grow.
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = &mut shutdown => break,
+        let (stop, stopped) = watch::channel(false);
+        let ingress = tokio::spawn(ingress.run(Arc::clone(&hub), stopped.clone()));
+        let reloadable = [&service_pipeline.tls, &edge_pipeline.tls];
+        let reloadable = reloadable.into_iter().flatten().cloned().collect();
+        tokio::spawn(tls::watch(reloadable, hangup, stopped.clone()));
+        let refused: OnRefused = Arc::new(|_role, _why| {});
+        let service_loop = {
+            let (hub, stopped, refused) = (Arc::clone(&hub), stopped.clone(), refused.clone());
+            async move {
+                let mut tasks = JoinSet::new();
+                let admit = move |e| admit_service(Arc::clone(&hub), e);
+                accept_loop(services, service_pipeline, &mut tasks, stopped, refused, admit).await;
+                tasks
             }
-        }
-        drop((services, edges));
-        // The ingress closes its listeners and lets its connections finish.
-        let _ = stop_ingress.send(true);
+        };
+        let edge_loop = {
+            let hub = Arc::clone(&hub);
+            let binding = edge_pipeline.tls.as_ref().map(|t| t.identity().clone());
+            let binding = binding.unwrap_or_default();
+            async move {
+                let mut tasks = JoinSet::new();
+                let admit = move |e| admit_edge(Arc::clone(&hub), e, binding.clone());
+                accept_loop(edges, edge_pipeline, &mut tasks, stopped, refused, admit).await;
+                tasks
+            }
+        };
+        let mut loops = std::pin::pin!(async { tokio::join!(service_loop, edge_loop) });
+        let mut shutdown = std::pin::pin!(shutdown);
+        let ended = tokio::select! {
+            () = &mut shutdown => None,
+            // The loops only end when told to.
+            tasks = &mut loops => Some(tasks),
+        };
+        // The accept loops close their listeners; the ingress closes its listeners and
+        // lets its connections finish.
+        let _ = stop.send(true);
+        let (mut service_tasks, mut edge_tasks) = match ended {
+            Some(tasks) => tasks,
+            None => loops.await,
+        };
         // Peers whose handshake completes from now on are sent GOAWAY by their admission
         // (the sweep below only sees those already in the tables).
         hub.begin_shutdown();
@@ -111,7 +169,10 @@ impl Gateway {
                 .go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
         }
         // Connections close themselves once drained (or at their drain deadline).
-        let all = async { while tasks.join_next().await.is_some() {} };
+        let all = async {
+            while service_tasks.join_next().await.is_some() {}
+            while edge_tasks.join_next().await.is_some() {}
+        };
         let deadline = drain + Duration::from_secs(2);
         let (peers, _) = tokio::join!(tokio::time::timeout(deadline, all), async {
             // Ends by itself within the drain timeout.
