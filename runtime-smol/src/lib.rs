@@ -6,6 +6,12 @@
 //! [`ConnectExt`]. Streams implement `futures_io::AsyncRead + AsyncWrite` (`close` sends
 //! FIN), so `futures-lite`'s and smol's I/O helpers work on them.
 //!
+//! With the `tls` feature, [`endpoint_dialer`] and [`ConnectExt::connect_url`] reach a
+//! gateway by URL: `host:port` or `tcp://host:port`, `tls://host:port` (futures-rustls)
+//! and, with the `websocket` feature too, `ws://host[:port][/path]` and
+//! `wss://host[:port][/path]` (async-tungstenite; see [`websocket`]). [`tls::ClientTls`]
+//! builds the TLS configuration.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use tether_smol::{ConnectExt, Edge};
@@ -34,6 +40,11 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::{AsyncToSocketAddrs, TcpStream};
 
 pub use tether_sdk::*;
+
+#[cfg(feature = "tls")]
+mod dial;
+#[cfg(feature = "tls")]
+pub use dial::endpoint_dialer;
 
 /// Spawning on a smol executor and timers from `async-io`.
 #[derive(Clone, Default)]
@@ -106,6 +117,14 @@ impl<T> SmolTransport<T> {
             peer_addr: None,
         }
     }
+
+    /// Wraps `io` with a known peer address.
+    pub fn with_peer_addr(io: T, peer_addr: SocketAddr) -> Self {
+        SmolTransport {
+            io,
+            peer_addr: Some(peer_addr),
+        }
+    }
 }
 
 impl<T> runtime::Transport for SmolTransport<T>
@@ -159,6 +178,16 @@ pub fn tcp_transport(stream: TcpStream) -> runtime::BoxTransport {
     })
 }
 
+/// A WebSocket message stream (an `async_tungstenite::WebSocketStream`) as a transport:
+/// see [`websocket::WsTransport`].
+#[cfg(feature = "websocket")]
+pub fn ws_transport<S>(ws: S, peer: Option<SocketAddr>) -> runtime::BoxTransport
+where
+    S: websocket::MessageStream,
+{
+    Box::pin(websocket::WsTransport::new(ws, peer))
+}
+
 /// A dialer that connects over TCP to `addr`, resolved again on every dial.
 pub fn tcp_dialer<A>(addr: A) -> runtime::Dialer
 where
@@ -185,6 +214,24 @@ pub trait ConnectExt {
 
     /// Starts the client with a custom dialer.
     fn connect_with(self, dialer: runtime::Dialer) -> Result<Self::Client, Error>;
+
+    /// Starts the client, connecting to the gateway URL `url` (`host:port`,
+    /// `tcp://host:port`, `tls://host:port`, `ws://host[:port][/path]`,
+    /// `wss://host[:port][/path]`) through [`endpoint_dialer`], with `tls` for the TLS
+    /// schemes (the Mozilla roots if `None`). Fails on an invalid URL, an unusable TLS
+    /// setup or invalid names; connection failures are retried in the background.
+    #[cfg(feature = "tls")]
+    fn connect_url(
+        self,
+        url: &str,
+        tls: Option<Arc<tls::rustls::ClientConfig>>,
+    ) -> Result<Self::Client, Error>
+    where
+        Self: Sized,
+    {
+        let endpoint = endpoint::Endpoint::parse(url)?;
+        self.connect_with(endpoint_dialer(endpoint, tls)?)
+    }
 }
 
 impl ConnectExt for ServiceBuilder {

@@ -106,6 +106,31 @@
 //! Streams work the same way from both sides: `open_stream` (to an edge id, or to a
 //! service name) and `accept_stream` give a [`Stream`] that implements
 //! `tokio::io::AsyncRead + AsyncWrite`; `shutdown` sends FIN.
+//!
+//! # TLS and WebSocket
+//!
+//! With the `tls` feature, [`endpoint_dialer`] and [`ConnectExt::connect_url`] reach a
+//! gateway by URL: `host:port` or `tcp://host:port` (plain TCP), `tls://host:port`
+//! (tokio-rustls) and, with the `websocket` feature too, `ws://host[:port][/path]` and
+//! `wss://host[:port][/path]` (tokio-tungstenite; binary messages carry the byte stream,
+//! see [`websocket`]). [`tls::ClientTls`] builds the TLS configuration (a private CA, a
+//! client certificate for mTLS):
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # async fn example() -> Result<(), tether_tokio::Error> {
+//! use tether_tokio::tls::ClientTls;
+//! use tether_tokio::{ConnectExt, Edge};
+//!
+//! let tls = ClientTls::new()
+//!     .ca_pem_file("ca.pem")
+//!     .client_cert_pem_files("edge.pem", "edge.key")
+//!     .build()?;
+//! let edge = Edge::builder().connect_url("wss://gw.example.net/tether", Some(tls))?;
+//! # edge.close().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -119,6 +144,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 pub use tether_sdk::*;
+
+#[cfg(feature = "tls")]
+mod dial;
+#[cfg(feature = "tls")]
+pub use dial::endpoint_dialer;
 
 /// Spawning and timers on a tokio runtime.
 #[derive(Clone)]
@@ -264,6 +294,16 @@ where
     Box::pin(TokioTransport::new(io))
 }
 
+/// A WebSocket message stream (a `tokio_tungstenite::WebSocketStream`, client or server
+/// side) as a transport: see [`websocket::WsTransport`].
+#[cfg(feature = "websocket")]
+pub fn ws_transport<S>(ws: S, peer: Option<SocketAddr>) -> runtime::BoxTransport
+where
+    S: websocket::MessageStream,
+{
+    Box::pin(websocket::WsTransport::new(ws, peer))
+}
+
 /// A dialer that connects over TCP to `addr` (resolved again on every dial, so a DNS
 /// change is picked up on reconnect).
 pub fn tcp_dialer<A>(addr: A) -> runtime::Dialer
@@ -293,6 +333,28 @@ pub trait ConnectExt {
 
     /// Starts the client with a custom dialer (TLS, WebSocket, a test pipe, ...).
     fn connect_with(self, dialer: runtime::Dialer) -> Result<Self::Client, Error>;
+
+    /// Starts the client, connecting to the gateway URL `url` (`host:port`,
+    /// `tcp://host:port`, `tls://host:port`, `ws://host[:port][/path]`,
+    /// `wss://host[:port][/path]`) through [`endpoint_dialer`], with `tls` for the TLS
+    /// schemes (the Mozilla roots if `None`). Fails on an invalid URL, an unusable TLS
+    /// setup or invalid names; connection failures are retried in the background.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    #[cfg(feature = "tls")]
+    fn connect_url(
+        self,
+        url: &str,
+        tls: Option<Arc<tls::rustls::ClientConfig>>,
+    ) -> Result<Self::Client, Error>
+    where
+        Self: Sized,
+    {
+        let endpoint = endpoint::Endpoint::parse(url)?;
+        self.connect_with(endpoint_dialer(endpoint, tls)?)
+    }
 }
 
 impl ConnectExt for ServiceBuilder {

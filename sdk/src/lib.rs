@@ -37,11 +37,16 @@
 mod client;
 mod connection;
 mod driver;
+pub mod endpoint;
 mod error;
 mod exchange;
 pub mod runtime;
 mod state;
 mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use client::edge::{Edge, EdgeBuilder};
 pub use client::handler::{CallRequest, Handler, handler};
