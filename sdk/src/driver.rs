@@ -5,7 +5,7 @@
 //! so a fast peer cannot starve the other tasks of the runtime.
 
 use std::future::Future;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -175,8 +175,12 @@ impl Driver {
                 .map(IoSlice::new)
                 .collect();
             match self.transport.as_mut().poll_write_vectored(cx, &slices) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    self.on_write_failed();
+                Poll::Ready(Ok(0)) => {
+                    self.on_write_failed(None);
+                    return true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.on_write_failed(Some(e));
                     return true;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -197,8 +201,8 @@ impl Driver {
         if wrote || self.flush_pending {
             match self.transport.as_mut().poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.flush_pending = false,
-                Poll::Ready(Err(_)) => {
-                    self.on_write_failed();
+                Poll::Ready(Err(e)) => {
+                    self.on_write_failed(Some(e));
                     return true;
                 }
                 Poll::Pending => self.flush_pending = true,
@@ -210,7 +214,10 @@ impl Driver {
     /// The transport refused a write: nothing more can be sent. What it already received is
     /// still read before the core hears of the end: the peer's last frames (its GOAWAY,
     /// say) may be waiting there, and they say how the connection ended.
-    fn on_write_failed(&mut self) {
+    fn on_write_failed(&mut self, error: Option<io::Error>) {
+        if let Some(e) = error {
+            self.shared.lock().record_transport_error(&e);
+        }
         self.write_failed = true;
         self.output = TransmitBuf::new();
         self.flush_pending = false;
@@ -233,7 +240,13 @@ impl Driver {
         let buf = buffers.get();
         let room = capacity.min(self.config.read_chunk).clamp(1, buf.len());
         match self.transport.as_mut().poll_read(cx, &mut buf[..room]) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+            Poll::Ready(Ok(0)) => {
+                self.on_end_of_input();
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                // A TLS alert ("certificate required"), a reset: why the end came.
+                self.shared.lock().record_transport_error(&e);
                 self.on_end_of_input();
                 true
             }

@@ -64,6 +64,10 @@ pub enum Error {
     /// The connection ended while the operation was in flight; its outcome is unknown.
     #[error("connection lost: {0}")]
     ConnectionLost(ConnectionError),
+    /// The transport failed (a TLS alert such as "certificate required", a connection
+    /// reset) while operations were in flight; their outcome is unknown.
+    #[error("connection lost: the transport failed: {0}")]
+    TransportFailed(String),
     /// The client or connection was closed by this program.
     #[error("closed")]
     Closed,
@@ -120,7 +124,10 @@ impl Error {
             Error::Refused(_) => ErrorCode::REFUSED,
             Error::TooLarge(_) => ErrorCode::TOO_LARGE,
             Error::Unauthorized(_) => ErrorCode::UNAUTHORIZED,
-            Error::GoingAway(_) | Error::NotConnected(_) | Error::Closed => ErrorCode::GOING_AWAY,
+            Error::GoingAway(_)
+            | Error::NotConnected(_)
+            | Error::Closed
+            | Error::TransportFailed(_) => ErrorCode::GOING_AWAY,
             Error::Application(_) => ErrorCode::APPLICATION_ERROR,
             Error::Status { code, .. } => *code,
             Error::ConnectionLost(e) => e.code(),
@@ -146,6 +153,7 @@ impl Error {
             | Error::Application(t)
             | Error::NotConnected(t)
             | Error::InvalidArgument(t)
+            | Error::TransportFailed(t)
             | Error::Status { text: t, .. } => t.clone(),
             Error::ConnectionLost(e) => e.to_string(),
             Error::Closed => String::from("closed"),
@@ -157,7 +165,10 @@ impl Error {
     pub fn is_safe_to_retry(&self) -> bool {
         match self {
             Error::NotConnected(_) => true,
-            Error::ConnectionLost(_) | Error::Closed | Error::InvalidArgument(_) => false,
+            Error::ConnectionLost(_)
+            | Error::TransportFailed(_)
+            | Error::Closed
+            | Error::InvalidArgument(_) => false,
             other => other.code().is_definitely_not_processed(),
         }
     }
@@ -183,7 +194,9 @@ impl From<Error> for io::Error {
             }
             Error::Unauthorized(_) => io::ErrorKind::PermissionDenied,
             Error::NotConnected(_) => io::ErrorKind::NotConnected,
-            Error::ConnectionLost(_) | Error::GoingAway(_) => io::ErrorKind::ConnectionAborted,
+            Error::ConnectionLost(_) | Error::TransportFailed(_) | Error::GoingAway(_) => {
+                io::ErrorKind::ConnectionAborted
+            }
             Error::Closed => io::ErrorKind::BrokenPipe,
             Error::InvalidArgument(_) => io::ErrorKind::InvalidInput,
             Error::Status {

@@ -171,6 +171,9 @@ pub(crate) struct State {
     pub(crate) connected: Option<Connected>,
     pub(crate) going_away: bool,
     pub(crate) lost: Option<ConnectionError>,
+    /// The first error the transport reported, if it failed rather than ended: it explains
+    /// a `TransportClosed` end (a TLS alert, a reset).
+    pub(crate) transport_error: Option<String>,
     /// The driver has returned: the transport is closed.
     pub(crate) finished: bool,
 }
@@ -195,6 +198,7 @@ impl State {
             connected: None,
             going_away: false,
             lost: None,
+            transport_error: None,
             finished: false,
         }
     }
@@ -214,7 +218,7 @@ impl State {
     /// The error for an operation on this connection once it has ended.
     pub(crate) fn lost_error(&self) -> Error {
         match &self.lost {
-            Some(e) => Error::from_connection(e),
+            Some(e) => self.failure(e),
             None if self.core.is_closed() => Error::Closed,
             None => Error::ConnectionLost(ConnectionError::TransportClosed),
         }
@@ -358,8 +362,22 @@ impl State {
     }
 
     /// The end: every waiter learns it, and every operation in flight fails with it.
+    /// Records why the transport failed (the first error only).
+    pub(crate) fn record_transport_error(&mut self, error: &std::io::Error) {
+        self.transport_error
+            .get_or_insert_with(|| error.to_string());
+    }
+
+    /// The error operations see when the connection ended with `error`.
+    fn failure(&self, error: &ConnectionError) -> Error {
+        match (error, &self.transport_error) {
+            (ConnectionError::TransportClosed, Some(why)) => Error::TransportFailed(why.clone()),
+            _ => Error::from_connection(error),
+        }
+    }
+
     fn on_lost(&mut self, error: ConnectionError) {
-        let failure = Error::from_connection(&error);
+        let failure = self.failure(&error);
         self.lost = Some(error);
         for call in self.calls.values_mut() {
             call.complete(Err(failure.clone()));

@@ -43,7 +43,10 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, established: Established) {
         tracing::info!(%addr, "refused: an edge on the service port");
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
     }
-    if let Err(e) = check_token(&hub.config.auth.service_tokens, &handshake.hello().info.token) {
+    if let Err(e) = check_token(
+        &hub.config.auth.service_tokens,
+        &handshake.hello().info.token,
+    ) {
         tracing::info!(role = "service", %addr, reason = %e, "refused");
         return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
     }
@@ -272,7 +275,11 @@ async fn online(hub: &Hub, session: &EdgeSession) -> Result<(), (Error, Vec<Arc<
             Ok(_) => told.push(Arc::clone(service)),
             // A service that went away or timed out does not get to refuse the edge.
             Err(
-                Error::Timeout(_) | Error::ConnectionLost(_) | Error::Closed | Error::GoingAway(_),
+                Error::Timeout(_)
+                | Error::ConnectionLost(_)
+                | Error::TransportFailed(_)
+                | Error::Closed
+                | Error::GoingAway(_),
             ) => told.push(Arc::clone(service)),
             Err(e) => {
                 refusal.get_or_insert(e);

@@ -343,13 +343,20 @@ impl GatewayConfig {
 
     /// TLS, WebSocket and admission checks.
     fn validate_security(&self) -> Result<(), ConfigError> {
-        let sections = [("service_tls", &self.service_tls), ("edge_tls", &self.edge_tls)];
+        let sections = [
+            ("service_tls", &self.service_tls),
+            ("edge_tls", &self.edge_tls),
+        ];
         for (key, tls) in sections {
             if let Some(tls) = tls {
                 tls.validate(key).map_err(|p| invalid(key, p))?;
             }
         }
-        if self.service_tls.as_ref().is_some_and(|t| t.identity.is_on()) {
+        if self
+            .service_tls
+            .as_ref()
+            .is_some_and(|t| t.identity.is_on())
+        {
             let problem = "identity binding is for edges (edge_tls.identity)".into();
             return Err(invalid("service_tls.identity", problem));
         }

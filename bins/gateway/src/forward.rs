@@ -74,7 +74,10 @@ impl TargetKind {
     /// Maps a failure of the forwarded operation: a lost target is "not online".
     fn map(self, error: Error) -> Error {
         match error {
-            Error::ConnectionLost(_) | Error::Closed | Error::NotConnected(_) => self.gone(),
+            Error::ConnectionLost(_)
+            | Error::TransportFailed(_)
+            | Error::Closed
+            | Error::NotConnected(_) => self.gone(),
             other => other,
         }
     }

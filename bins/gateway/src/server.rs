@@ -120,7 +120,15 @@ impl Gateway {
             async move {
                 let mut tasks = JoinSet::new();
                 let admit = move |e| admit_service(Arc::clone(&hub), e);
-                accept_loop(services, service_pipeline, &mut tasks, stopped, refused, admit).await;
+                accept_loop(
+                    services,
+                    service_pipeline,
+                    &mut tasks,
+                    stopped,
+                    refused,
+                    admit,
+                )
+                .await;
                 tasks
             }
         };

@@ -30,7 +30,9 @@ struct Direction {
 /// not part of (`GOING_AWAY` for a crash, or even `OK`).
 fn code_of(e: &io::Error, stream: &Stream, kind: TargetKind) -> (ErrorCode, String) {
     let error = match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-        Some(Error::ConnectionLost(_) | Error::NotConnected(_)) => kind.gone(),
+        Some(Error::ConnectionLost(_) | Error::TransportFailed(_) | Error::NotConnected(_)) => {
+            kind.gone()
+        }
         Some(Error::Closed) if stream.connection().is_closed() => kind.gone(),
         Some(error) => error.clone(),
         None => return (ErrorCode::INTERNAL, e.to_string()),

@@ -78,9 +78,17 @@ async fn stalled_handshakes_are_cut_at_their_deadlines_while_new_connections_are
     // half the preface (the protocol handshake's own deadline).
     let mut stalled = vec![
         ("TLS, silent", stall(gw.edge_addr, b"").await, 700),
-        ("TLS, partial", stall(gw.edge_addr, &[0x16, 0x03, 0x01]).await, 700),
+        (
+            "TLS, partial",
+            stall(gw.edge_addr, &[0x16, 0x03, 0x01]).await,
+            700,
+        ),
         ("protocol, silent", stall(gw.service_addr, b"").await, 900),
-        ("protocol, partial", stall(gw.service_addr, &[0x89, b'T']).await, 900),
+        (
+            "protocol, partial",
+            stall(gw.service_addr, &[0x89, b'T']).await,
+            900,
+        ),
     ];
 
     // While those hang, new peers are admitted and work.
@@ -138,7 +146,10 @@ async fn floods_of_unauthenticated_connections_are_refused_at_accept() {
     let (mut fourth, since) = stall(gw.edge_addr, b"").await;
     closed_after(&mut fourth, since).await;
     for (socket, _) in &mut stalled {
-        assert!(still_open(socket).await, "a stalled connection was cut early");
+        assert!(
+            still_open(socket).await,
+            "a stalled connection was cut early"
+        );
     }
     // The same address still cannot get a new peer in...
     let blocked = Edge::builder()
@@ -162,13 +173,23 @@ async fn floods_of_unauthenticated_connections_are_refused_at_accept() {
     }
     // Over all addresses: 3 + 3 stalled fill the global cap of 6, so a seventh from a
     // third address is refused although that address has no connection yet.
-    for source in ["127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.2"] {
+    for source in [
+        "127.0.0.1",
+        "127.0.0.1",
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.2",
+        "127.0.0.2",
+    ] {
         stalled.push(stall_from(source, gw.edge_addr, b"").await);
     }
     let (mut seventh, since) = stall_from("127.0.0.3", gw.edge_addr, b"").await;
     closed_after(&mut seventh, since).await;
     for (socket, _) in &mut stalled {
-        assert!(still_open(socket).await, "a stalled connection was cut early");
+        assert!(
+            still_open(socket).await,
+            "a stalled connection was cut early"
+        );
     }
     // The established peers never noticed.
     for edge in &edges {

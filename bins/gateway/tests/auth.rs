@@ -25,7 +25,9 @@ async fn each_role_needs_one_of_its_tokens() {
     };
     for (token, reason) in [("", "a token is required"), ("dev-a", "invalid token")] {
         let service = refused_service(token);
-        let e = within("refused", service.wait_connected()).await.unwrap_err();
+        let e = within("refused", service.wait_connected())
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Unauthorized(_)), "{token:?}: {e:?}");
         assert!(e.to_string().contains(reason), "{token:?}: {e}");
     }
@@ -34,7 +36,9 @@ async fn each_role_needs_one_of_its_tokens() {
         .method("echo", |req| async move { Ok(req.body) })
         .connect(gw.service_addr)
         .unwrap();
-    within("service up", service.wait_connected()).await.unwrap();
+    within("service up", service.wait_connected())
+        .await
+        .unwrap();
 
     for token in ["", "svc-secret", "dev-"] {
         let edge = Edge::builder()
@@ -46,10 +50,7 @@ async fn each_role_needs_one_of_its_tokens() {
         assert!(matches!(e, Error::Unauthorized(_)), "{token:?}: {e:?}");
     }
     for token in ["dev-a", "dev-b"] {
-        let edge = Edge::builder()
-            .token(token)
-            .connect(gw.edge_addr)
-            .unwrap();
+        let edge = Edge::builder().token(token).connect(gw.edge_addr).unwrap();
         within("edge up", edge.wait_connected()).await.unwrap();
         let answer = within("rpc", edge.call("echo", Bytes::from_static(b"ok"))).await;
         assert_eq!(answer.unwrap(), Bytes::from_static(b"ok"));

@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use support::*;
+use tether_tokio::endpoint::Endpoint;
 use tether_tokio::tls::ClientTls;
+use tether_tokio::endpoint_dialer;
 use tether_tokio::{ConnectExt, Edge, Error, Service};
 
 type ClientConfig = Arc<tether_tokio::tls::rustls::ClientConfig>;
@@ -92,7 +94,10 @@ fn edge(gw: &GatewayProcess, id: u64, tls: ClientConfig) -> Edge {
     Edge::builder()
         .edge_id(id)
         .reconnect(false)
-        .method("whoami", move |_| async move { Ok(Bytes::from(id.to_string())) })
+        .method(
+            "whoami",
+            move |_| async move { Ok(Bytes::from(id.to_string())) },
+        )
         .connect_url(&tls_url(gw.edge_addr), Some(tls))
         .unwrap()
 }
@@ -120,13 +125,18 @@ async fn mtls_carries_rpc_both_ways_and_binds_the_edge_id_to_the_certificate() {
         .service_ca
         .client(&pki.dir, "svc", "echo", &[], Validity::Current);
     let service = echo_service(&gw, pki.trusting_server(Some(&service_leaf)));
-    within("service up", service.wait_connected()).await.unwrap();
+    within("service up", service.wait_connected())
+        .await
+        .unwrap();
     let device = pki
         .device_ca
         .client(&pki.dir, "dev", "1001", &["sensor-1001"], Validity::Current);
     let edge = edge(&gw, 1001, pki.trusting_server(Some(&device)));
     within("edge up", edge.wait_connected()).await.unwrap();
-    let answer = within("edge → service", edge.call("echo", Bytes::from_static(b"hi")));
+    let answer = within(
+        "edge → service",
+        edge.call("echo", Bytes::from_static(b"hi")),
+    );
     assert_eq!(answer.await.unwrap(), Bytes::from_static(b"hi"));
     let answer = within("service → edge", service.call(1001, "whoami", Bytes::new()));
     assert_eq!(answer.await.unwrap(), Bytes::from_static(b"1001"));
@@ -168,7 +178,7 @@ async fn bad_certificates_are_refused() {
     // A client certificate from an unknown CA.
     let stranger = other.client(&pki.dir, "stranger", "7", &[], Validity::Current);
     let e = refusal(&gw, 7, pki.trusting_server(Some(&stranger))).await;
-    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    assert!(e.to_string().contains("UnknownCA"), "{e}");
 
     // A device certificate on the service listener (services have their own CA).
     let service = Service::builder("echo")
@@ -180,7 +190,7 @@ async fn bad_certificates_are_refused() {
         .unwrap();
     let e = within("service refused", service.wait_connected()).await;
     let e = e.expect_err("a device certificate must not admit a service");
-    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    assert!(e.to_string().contains("UnknownCA"), "{e}");
 
     // Plain TCP on a TLS listener gets nowhere.
     let plain = Edge::builder()
@@ -233,12 +243,18 @@ async fn sni_picks_among_several_certificate_pairs() {
     let url = format!("tls://127.0.0.1:{}", gw.edge_addr.port());
     let connect = |ca: &Path, name: &str| {
         let tls = ClientTls::new().ca_pem_file(ca).server_name(name);
+        let endpoint = tls.apply_server_name(Endpoint::parse(&url).unwrap());
+        let dialer = endpoint_dialer(endpoint, Some(tls.build().unwrap())).unwrap();
         Edge::builder()
             .reconnect(false)
-            .connect_url(&url, Some(tls.build().unwrap()))
+            .connect_with(dialer)
             .unwrap()
     };
-    for (ca, name) in [(&a_file, "a.test"), (&b_file, "b.test"), (&b_file, "x.b.test")] {
+    for (ca, name) in [
+        (&a_file, "a.test"),
+        (&b_file, "b.test"),
+        (&b_file, "x.b.test"),
+    ] {
         let edge = connect(ca, name);
         let up = within(name, edge.wait_connected()).await;
         up.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -289,7 +305,9 @@ async fn certificates_reload_on_file_change_while_connections_stay() {
         .service_ca
         .client(&pki.dir, "svc", "echo", &[], Validity::Current);
     let service = echo_service(&gw, pki.trusting_server(Some(&service_leaf)));
-    within("service up", service.wait_connected()).await.unwrap();
+    within("service up", service.wait_connected())
+        .await
+        .unwrap();
 
     // A file change is picked up by polling (reload_interval_ms: 200).
     rotate_and_wait(&pki, &gw, || {}).await;
@@ -297,7 +315,10 @@ async fn certificates_reload_on_file_change_while_connections_stay() {
     let e = refusal(&gw, 4, pki.trusting_server(Some(&device))).await;
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     // ...while the connections made before the reload carry on.
-    let answer = within("old edge", old_edge.call("echo", Bytes::from_static(b"still")));
+    let answer = within(
+        "old edge",
+        old_edge.call("echo", Bytes::from_static(b"still")),
+    );
     assert_eq!(answer.await.unwrap(), Bytes::from_static(b"still"));
     let answer = within("old edge", service.call(3, "whoami", Bytes::new()));
     assert_eq!(answer.await.unwrap(), Bytes::from_static(b"3"));
@@ -321,7 +342,10 @@ async fn certificates_reload_on_sighup() {
         assert!(hup.expect("kill runs").success());
     })
     .await;
-    assert!(old_edge.connection().is_some(), "the old session survives a reload");
+    assert!(
+        old_edge.connection().is_some(),
+        "the old session survives a reload"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

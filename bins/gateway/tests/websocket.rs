@@ -108,12 +108,17 @@ async fn round_trips(service: &Service, edge: &Edge) {
         .unwrap();
     within("edge up", edge.wait_connected()).await.unwrap();
     let id = edge.edge_id().expect("an edge id");
-    let answer = within("edge → service", edge.call("echo", Bytes::from_static(b"hi")));
+    let answer = within(
+        "edge → service",
+        edge.call("echo", Bytes::from_static(b"hi")),
+    );
     assert_eq!(answer.await.unwrap(), Bytes::from_static(b"hi"));
     let answer = within("service → edge", service.call(id, "whoami", Bytes::new()));
     assert_eq!(answer.await.unwrap(), Bytes::from(id.to_string()));
 
-    let data: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     let stream = within("open", service.open_stream(id, Bytes::from_static(b"echo")))
         .await
         .unwrap();
@@ -126,7 +131,11 @@ async fn round_trips(service: &Service, edge: &Edge) {
     let mut back = Vec::new();
     within("echo", reader.read_to_end(&mut back)).await.unwrap();
     write.await.unwrap();
-    assert!(back == data, "the stream came back altered ({} bytes)", back.len());
+    assert!(
+        back == data,
+        "the stream came back altered ({} bytes)",
+        back.len()
+    );
 }
 
 fn echo_service() -> tether_tokio::ServiceBuilder {
@@ -135,9 +144,10 @@ fn echo_service() -> tether_tokio::ServiceBuilder {
 
 /// An edge builder that answers `whoami` and echoes each stream it is offered.
 fn echoing_edge(id: u64) -> tether_tokio::EdgeBuilder {
-    Edge::builder()
-        .edge_id(id)
-        .method("whoami", move |_| async move { Ok(Bytes::from(id.to_string())) })
+    Edge::builder().edge_id(id).method(
+        "whoami",
+        move |_| async move { Ok(Bytes::from(id.to_string())) },
+    )
 }
 
 fn serve_echo_streams(edge: &Edge) {
@@ -163,7 +173,10 @@ async fn edges_reach_the_gateway_through_nginx_over_websocket() {
     serve_echo_streams(&edge);
     round_trips(&service, &edge).await;
     let line = gw.log_line("role=\"edge\" id=11").await;
-    assert!(line.contains("transport=\"ws\"") || line.contains("transport=ws"), "{line}");
+    assert!(
+        line.contains("transport=\"ws\"") || line.contains("transport=ws"),
+        "{line}"
+    );
 
     // A wrong path is answered by nginx (404) and never reaches the gateway.
     let wrong = format!("ws://127.0.0.1:{}/elsewhere", nginx.port);
@@ -206,10 +219,12 @@ async fn wss_and_ws_directly_on_both_listeners() {
         .reconnect(false)
         .connect_url(&wrong, Some(tls))
         .unwrap();
-    let e = within("wrong path", lost.wait_connected()).await.unwrap_err();
+    let e = within("wrong path", lost.wait_connected())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("404"), "{e}");
-    let direct = echo_service()
-        .connect(gw.service_addr)
+    let direct = echo_service().connect(gw.service_addr).unwrap();
+    within("bare protocol", direct.wait_connected())
+        .await
         .unwrap();
-    within("bare protocol", direct.wait_connected()).await.unwrap();
 }

@@ -165,9 +165,12 @@ pub(crate) async fn open_to_edge(
     };
     match session.conn.open_stream(open, Some(OPEN_TIMEOUT)).await {
         Ok((stream, _)) => Ok(stream),
-        Err(Error::ConnectionLost(_) | Error::Closed | Error::NotConnected(_)) => {
-            Err(Error::EdgeNotOnline(format!("edge {edge} disconnected")))
-        }
+        Err(
+            Error::ConnectionLost(_)
+            | Error::TransportFailed(_)
+            | Error::Closed
+            | Error::NotConnected(_),
+        ) => Err(Error::EdgeNotOnline(format!("edge {edge} disconnected"))),
         Err(e) => Err(e),
     }
 }

@@ -214,7 +214,12 @@ async fn call_on(
     let outcome = tokio::time::timeout(timeout + Duration::from_secs(1), target.call(call)).await;
     match outcome {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(Error::ConnectionLost(_) | Error::Closed | Error::NotConnected(_))) => Err(gone()),
+        Ok(Err(
+            Error::ConnectionLost(_)
+            | Error::TransportFailed(_)
+            | Error::Closed
+            | Error::NotConnected(_),
+        )) => Err(gone()),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Timeout(String::from("no answer within the timeout"))),
     }

@@ -106,7 +106,11 @@ impl IdentityBinding {
         let cn = matches!(self.names, NameSource::Cn | NameSource::Any);
         let san = matches!(self.names, NameSource::San | NameSource::Any);
         let common = cert.common_name.as_deref().filter(|_| cn);
-        let alternative = cert.san_dns.iter().chain(&cert.san_uri).filter(move |_| san);
+        let alternative = cert
+            .san_dns
+            .iter()
+            .chain(&cert.san_uri)
+            .filter(move |_| san);
         common.into_iter().chain(alternative.map(String::as_str))
     }
 
@@ -150,7 +154,9 @@ impl IdentityBinding {
         if self.bind != BindTo::Id || self.certificate_has(cert, &id.to_string()) {
             return Ok(());
         }
-        Err(format!("edge id {id} does not match the client certificate"))
+        Err(format!(
+            "edge id {id} does not match the client certificate"
+        ))
     }
 }
 
@@ -192,8 +198,16 @@ mod tests {
     fn metadata_binding_reads_a_json_field_or_the_whole_text() {
         let c = cert();
         let field = binding(BindTo::Metadata, "device", NameSource::San);
-        assert!(field.check_metadata(Some(&c), br#"{"device":"sensor-7"}"#).is_ok());
-        assert!(field.check_metadata(Some(&c), br#"{"device":"sensor-8"}"#).is_err());
+        assert!(
+            field
+                .check_metadata(Some(&c), br#"{"device":"sensor-7"}"#)
+                .is_ok()
+        );
+        assert!(
+            field
+                .check_metadata(Some(&c), br#"{"device":"sensor-8"}"#)
+                .is_err()
+        );
         assert!(field.check_metadata(Some(&c), br#"{"device":7}"#).is_err());
         assert!(field.check_metadata(Some(&c), b"not json").is_err());
         let whole = binding(BindTo::Metadata, "", NameSource::Any);

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_tokio::runtime::BoxTransport;
 use tether_tokio::TokioTransport;
+use tether_tokio::runtime::BoxTransport;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -249,4 +249,3 @@ pub async fn accept_loop<F, Fut>(
         });
     }
 }
-

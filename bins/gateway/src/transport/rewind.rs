@@ -87,7 +87,9 @@ mod tests {
     #[tokio::test]
     async fn the_head_comes_first_then_the_stream() {
         let (mut near, far) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut near, b" /x").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut near, b" /x")
+            .await
+            .unwrap();
         drop(near);
         let mut rewound = Rewind::new(b"GET".to_vec(), far);
         let mut one = [0u8; 2];

@@ -169,7 +169,11 @@ impl ResolvesServerCert for SniResolver {
 /// The DNS names (SAN, else the subject CN) a certificate is for.
 fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let names = super::identity::certificate_names(cert);
-    let dns: Vec<String> = names.san_dns.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let dns: Vec<String> = names
+        .san_dns
+        .iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     if dns.is_empty() {
         names.common_name.into_iter().collect()
     } else {

@@ -57,7 +57,9 @@ impl WebSocketConfig {
             return Err(String::from("websocket.path: must start with /"));
         }
         if self.max_message_size < 1024 {
-            return Err(String::from("websocket.max_message_size: must be at least 1024"));
+            return Err(String::from(
+                "websocket.max_message_size: must be at least 1024",
+            ));
         }
         Ok(())
     }
@@ -85,9 +87,14 @@ impl WebSocketConfig {
     {
         let forwarded = Arc::new(Mutex::new(None));
         let seen = Arc::clone(&forwarded);
+        // The callback's error type is tungstenite's, large or not.
+        #[allow(clippy::result_large_err)]
         let check = move |request: &Request, response: Response| {
             if request.uri().path() != self.path {
-                return Err(refuse(StatusCode::NOT_FOUND, "no Tether endpoint at this path"));
+                return Err(refuse(
+                    StatusCode::NOT_FOUND,
+                    "no Tether endpoint at this path",
+                ));
             }
             let client = self.forwarded(addr.ip(), request, addr.port());
             *seen.lock().unwrap_or_else(|e| e.into_inner()) = client;

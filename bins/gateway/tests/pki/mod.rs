@@ -12,28 +12,24 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 /// A directory for one test's files.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
     /// A new empty directory named after `name` and the process.
-    pub fn new(name: &str) -> TempDir {
-        let unique = format!(
-            "tether-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        );
+    pub(crate) fn new(name: &str) -> TempDir {
+        let unique = format!("tether-{name}-{}-{}", std::process::id(), fastrand::u64(..));
         let path = std::env::temp_dir().join(unique);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
 
     /// A path inside.
-    pub fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.0.join(file)
     }
 
     /// Writes `contents` to `file` and returns its path.
-    pub fn write(&self, file: &str, contents: &str) -> PathBuf {
+    pub(crate) fn write(&self, file: &str, contents: &str) -> PathBuf {
         let path = self.path(file);
         std::fs::write(&path, contents).unwrap();
         path
@@ -47,21 +43,21 @@ impl Drop for TempDir {
 }
 
 /// A certificate authority.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, as PEM, and where they were written.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct Leaf {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// How long a certificate is valid around now.
 #[derive(Clone, Copy)]
-pub enum Validity {
+pub(crate) enum Validity {
     /// From an hour ago for a day.
     Current,
     /// Expired an hour ago.
@@ -84,7 +80,7 @@ fn validity(params: &mut CertificateParams, validity: Validity) {
 
 impl Ca {
     /// A self-signed CA called `name`.
-    pub fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -99,12 +95,12 @@ impl Ca {
     }
 
     /// The CA certificate as PEM.
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// Writes the CA certificate to `dir/file`.
-    pub fn write(&self, dir: &TempDir, file: &str) -> PathBuf {
+    pub(crate) fn write(&self, dir: &TempDir, file: &str) -> PathBuf {
         dir.write(file, &self.pem())
     }
 
@@ -118,7 +114,9 @@ impl Ca {
         valid: Validity,
     ) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -135,18 +133,31 @@ impl Ca {
     }
 
     /// A server certificate for `names` (DNS names; `127.0.0.1` is always added as an IP).
-    pub fn server(&self, dir: &TempDir, file: &str, names: &[&str], valid: Validity) -> Leaf {
+    pub(crate) fn server(
+        &self,
+        dir: &TempDir,
+        file: &str,
+        names: &[&str],
+        valid: Validity,
+    ) -> Leaf {
         let mut sans: Vec<SanType> = names
             .iter()
             .map(|n| SanType::DnsName((*n).try_into().unwrap()))
             .collect();
         sans.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let usage = ExtendedKeyUsagePurpose::ServerAuth;
-        self.sign(dir, file, names.first().unwrap_or(&"server"), sans, usage, valid)
+        self.sign(
+            dir,
+            file,
+            names.first().unwrap_or(&"server"),
+            sans,
+            usage,
+            valid,
+        )
     }
 
     /// A client certificate with subject CN `common_name` and the DNS SANs `sans`.
-    pub fn client(
+    pub(crate) fn client(
         &self,
         dir: &TempDir,
         file: &str,
@@ -164,6 +175,6 @@ impl Ca {
 }
 
 /// `path` as YAML text (quoted).
-pub fn yaml_path(path: &Path) -> String {
+pub(crate) fn yaml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
