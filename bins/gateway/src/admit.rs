@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use crate::config::PresenceFanout;
 use crate::hub::{EdgeSession, Hub, ServiceLink};
 use crate::links;
+use crate::metrics::{HandshakeResult, PeerRole};
 use crate::routing::RouteKey;
 
 fn hook_timeout(hub: &Hub) -> Duration {
@@ -33,10 +34,12 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
     let info = &handshake.hello().info;
     if info.role != Role::Service {
         tracing::info!(%addr, "refused: an edge on the service port");
+        hub.metrics.handshake(PeerRole::Service, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
     }
     if info.name.is_empty() {
         tracing::info!(%addr, "refused: a service without a name");
+        hub.metrics.handshake(PeerRole::Service, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "a service needs a name");
     }
     let name = info.name.as_str().to_owned();
@@ -48,19 +51,25 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
     let Ok(conn) = handshake.accept(accept) else {
         return;
     };
+    hub.metrics.handshake(PeerRole::Service, HandshakeResult::Accepted);
+    let _live = hub.metrics.connected(PeerRole::Service);
     tracing::info!(role = "service", id, name = %name, %addr, "connected");
     let link = Arc::new(ServiceLink {
         id,
         name,
         conn: conn.clone(),
+        addr,
+        connected_at: std::time::SystemTime::now(),
     });
     hub.add_service(Arc::clone(&link));
     if hub.is_shutting_down() {
         conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+        hub.metrics.goaway(PeerRole::Service);
     }
     links::serve_service(Arc::clone(&hub), Arc::clone(&link)).await;
     hub.remove_service(id);
     let why = conn.closed().await;
+    hub.metrics.closed(&why);
     tracing::info!(role = "service", id, name = %link.name, %addr, reason = %why, "disconnected");
 }
 
@@ -72,12 +81,14 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     let info = handshake.hello().info.clone();
     if info.role != Role::Edge {
         tracing::info!(%addr, "refused: a service on the edge port");
+        hub.metrics.handshake(PeerRole::Edge, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for edges");
     }
     let id = match decide_edge_id(&hub, info.requested_id, addr, &info.metadata).await {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(%addr, reason = %e, "edge refused");
+            hub.metrics.handshake(PeerRole::Edge, HandshakeResult::Rejected);
             return handshake.reject(e.code(), &e.text());
         }
     };
@@ -87,6 +98,8 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     }) else {
         return;
     };
+    hub.metrics.handshake(PeerRole::Edge, HandshakeResult::Accepted);
+    let _live = hub.metrics.connected(PeerRole::Edge);
     let session = Arc::new(EdgeSession {
         id,
         session: hub.session_number(),
@@ -94,6 +107,7 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
         addr: Some(addr),
         metadata: info.metadata.clone(),
         offline_sent: Default::default(),
+        connected_at: std::time::SystemTime::now(),
     });
     if let Some(old) = hub.put_edge(Arc::clone(&session)) {
         // A reconnecting edge must never be refused because a stale session lingers.
@@ -106,6 +120,7 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     }
     if hub.is_shutting_down() {
         conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+        hub.metrics.goaway(PeerRole::Edge);
     }
     tracing::info!(role = "edge", id, %addr, "connected");
     if let Err((e, told)) = online(&hub, &session).await {
@@ -124,6 +139,7 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     links::serve_edge(Arc::clone(&hub), Arc::clone(&session)).await;
     hub.remove_edge(id, session.session);
     let why = conn.closed().await;
+    hub.metrics.closed(&why);
     offline(&hub, &session).await;
     tracing::info!(role = "edge", id, %addr, reason = %why, "disconnected");
 }

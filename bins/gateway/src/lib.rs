@@ -8,14 +8,19 @@
 //! - `links` and `forward`: routing and forwarding of calls, messages and streams;
 //! - `splice`: stream relaying with end-to-end backpressure;
 //! - `ingress`: HTTP ingress, the HTTP → RPC relay and TCP port mappings;
+//! - [`control`]: the REST control plane, with `metrics` (Prometheus);
+//! - [`ctl`]: the `tether-gateway ctl` client of the control plane;
 //! - [`Gateway`]: the listeners and graceful shutdown.
 
 mod admit;
 pub mod config;
+pub mod control;
+pub mod ctl;
 mod forward;
 mod hub;
 mod ingress;
 mod links;
+mod metrics;
 pub mod routing;
 mod server;
 mod splice;

@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
             .context("cannot bind the listeners")?;
         tracing::info!(role = "service", addr = %gateway.service_addr()?, "listening");
         tracing::info!(role = "edge", addr = %gateway.edge_addr()?, "listening");
+        tracing::info!(role = "control", addr = %gateway.control_addr()?, "listening");
         if let Some(addr) = gateway.http_ingress_addr() {
             tracing::info!(role = "http-ingress", addr = %addr?, "listening");
         }

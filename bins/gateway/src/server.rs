@@ -13,8 +13,10 @@ use tokio::task::JoinSet;
 
 use crate::admit::{admit_edge, admit_service};
 use crate::config::{GatewayConfig, TcpMapping};
+use crate::control::ControlPlane;
 use crate::hub::Hub;
 use crate::ingress::Ingress;
+use crate::metrics::PeerRole;
 
 /// A gateway whose listeners are bound.
 #[derive(Debug)]
@@ -23,6 +25,7 @@ pub struct Gateway {
     services: TcpListener,
     edges: TcpListener,
     ingress: Ingress,
+    control: ControlPlane,
 }
 
 impl Gateway {
@@ -31,11 +34,13 @@ impl Gateway {
         let services = TcpListener::bind(config.service_listen).await?;
         let edges = TcpListener::bind(config.edge_listen).await?;
         let ingress = Ingress::bind(&config).await?;
+        let control = ControlPlane::bind(&config).await?;
         Ok(Gateway {
             hub: Arc::new(Hub::new(config)),
             services,
             edges,
             ingress,
+            control,
         })
     }
 
@@ -59,14 +64,23 @@ impl Gateway {
         self.ingress.tcp_addrs()
     }
 
-    /// Serves until `shutdown` resolves, then drains and returns.
+    /// The bound control-plane address (loopback when no control token is set).
+    pub fn control_addr(&self) -> std::io::Result<SocketAddr> {
+        self.control.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns. The control plane serves
+    /// until the end (`/readyz` answers 503 while draining).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Gateway {
             hub,
             services,
             edges,
             ingress,
+            control,
         } = self;
+        let (stop_control, control_stopped) = watch::channel(false);
+        let control = tokio::spawn(control.run(Arc::clone(&hub), control_stopped));
         let (stop_ingress, stopped) = watch::channel(false);
         let ingress = tokio::spawn(ingress.run(Arc::clone(&hub), stopped));
         let mut tasks = JoinSet::new();
@@ -105,10 +119,12 @@ impl Gateway {
             service
                 .conn
                 .go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+            hub.metrics.goaway(PeerRole::Service);
         }
         for edge in hub.edges() {
             edge.conn
                 .go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+            hub.metrics.goaway(PeerRole::Edge);
         }
         // Connections close themselves once drained (or at their drain deadline).
         let all = async { while tasks.join_next().await.is_some() {} };
@@ -120,6 +136,8 @@ impl Gateway {
         if peers.is_err() {
             tracing::warn!("some connections did not finish draining in time");
         }
+        let _ = stop_control.send(true);
+        let _ = control.await;
         tracing::info!("stopped");
     }
 }

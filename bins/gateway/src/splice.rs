@@ -12,6 +12,7 @@ use proto_core::ErrorCode;
 use tether_tokio::{Error, Stream};
 
 use crate::forward::TargetKind;
+use crate::metrics::{Metrics, Traffic};
 
 /// Largest chunk taken from one side at a time.
 const CHUNK: usize = 64 * 1024;
@@ -42,7 +43,7 @@ fn code_of(e: &io::Error, stream: &Stream, kind: TargetKind) -> (ErrorCode, Stri
 /// `to_kind`). Ready when this direction is done.
 fn poll_direction(
     cx: &mut Context<'_>,
-    dir: &mut Direction,
+    (dir, metrics): (&mut Direction, (&Metrics, &Traffic)),
     (from, from_kind): (&mut Stream, TargetKind),
     (to, to_kind): (&mut Stream, TargetKind),
 ) -> Poll<()> {
@@ -57,6 +58,7 @@ fn poll_direction(
                 Poll::Ready(Err(e)) => {
                     // The far side stopped reading: tell the sender, with its code.
                     let (code, _) = code_of(&e, to, to_kind);
+                    metrics.0.stream_reset(code);
                     from.stop(code);
                     dir.done = true;
                 }
@@ -65,13 +67,17 @@ fn poll_direction(
             continue;
         }
         match from.poll_read_chunk(cx, CHUNK) {
-            Poll::Ready(Ok(Some(chunk))) => dir.pending = Some(chunk),
+            Poll::Ready(Ok(Some(chunk))) => {
+                metrics.1.relayed(chunk.len());
+                dir.pending = Some(chunk);
+            }
             Poll::Ready(Ok(None)) => {
                 let _ = to.finish();
                 dir.done = true;
             }
             Poll::Ready(Err(e)) => {
                 let (code, text) = code_of(&e, from, from_kind);
+                metrics.0.stream_reset(code);
                 to.reset(code, &text);
                 dir.done = true;
             }
@@ -82,13 +88,16 @@ fn poll_direction(
 }
 
 /// Relays between `near` (the opener's stream) and `far` (the target's, whose peer is a
-/// `far_kind`) until both directions have ended.
-pub(crate) async fn splice(mut near: Stream, mut far: Stream, far_kind: TargetKind) {
+/// `far_kind`) until both directions have ended, counting bytes and resets in `metrics`.
+pub(crate) async fn splice(mut near: Stream, mut far: Stream, far_kind: TargetKind, metrics: &Metrics) {
     let near_kind = far_kind.opposite();
     let (mut out, mut back) = (Direction::default(), Direction::default());
+    let (to_far, to_near) = (metrics.traffic(far_kind), metrics.traffic(near_kind));
     poll_fn(|cx| {
-        let forward = poll_direction(cx, &mut out, (&mut near, near_kind), (&mut far, far_kind));
-        let backward = poll_direction(cx, &mut back, (&mut far, far_kind), (&mut near, near_kind));
+        let out = (&mut out, (metrics, to_far));
+        let forward = poll_direction(cx, out, (&mut near, near_kind), (&mut far, far_kind));
+        let back = (&mut back, (metrics, to_near));
+        let backward = poll_direction(cx, back, (&mut far, far_kind), (&mut near, near_kind));
         if forward.is_ready() && backward.is_ready() {
             Poll::Ready(())
         } else {

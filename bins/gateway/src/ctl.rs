@@ -1,0 +1,1 @@
+//! `tether-gateway ctl`: a command-line client of the control plane.
