@@ -170,7 +170,8 @@ impl Metrics {
         // Every role and result from the start, at zero, so rates and alerts see them.
         for role in [PeerRole::Service, PeerRole::Edge] {
             for result in HandshakeResult::ALL {
-                handshakes.get_or_create(&[("role", role.as_str()), ("result", result.as_str())]);
+                let labels = [("role", role.as_str()), ("result", result.as_str())];
+                drop(handshakes.get_or_create(&labels));
             }
         }
         registry.register(
