@@ -34,12 +34,14 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
     let info = &handshake.hello().info;
     if info.role != Role::Service {
         tracing::info!(%addr, "refused: an edge on the service port");
-        hub.metrics.handshake(PeerRole::Service, HandshakeResult::Rejected);
+        hub.metrics
+            .handshake(PeerRole::Service, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
     }
     if info.name.is_empty() {
         tracing::info!(%addr, "refused: a service without a name");
-        hub.metrics.handshake(PeerRole::Service, HandshakeResult::Rejected);
+        hub.metrics
+            .handshake(PeerRole::Service, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "a service needs a name");
     }
     let name = info.name.as_str().to_owned();
@@ -51,7 +53,8 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, socket: TcpStream, addr: Socket
     let Ok(conn) = handshake.accept(accept) else {
         return;
     };
-    hub.metrics.handshake(PeerRole::Service, HandshakeResult::Accepted);
+    hub.metrics
+        .handshake(PeerRole::Service, HandshakeResult::Accepted);
     let _live = hub.metrics.connected(PeerRole::Service);
     tracing::info!(role = "service", id, name = %name, %addr, "connected");
     let link = Arc::new(ServiceLink {
@@ -81,14 +84,16 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     let info = handshake.hello().info.clone();
     if info.role != Role::Edge {
         tracing::info!(%addr, "refused: a service on the edge port");
-        hub.metrics.handshake(PeerRole::Edge, HandshakeResult::Rejected);
+        hub.metrics
+            .handshake(PeerRole::Edge, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for edges");
     }
     let id = match decide_edge_id(&hub, info.requested_id, addr, &info.metadata).await {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(%addr, reason = %e, "edge refused");
-            hub.metrics.handshake(PeerRole::Edge, HandshakeResult::Rejected);
+            hub.metrics
+                .handshake(PeerRole::Edge, HandshakeResult::Rejected);
             return handshake.reject(e.code(), &e.text());
         }
     };
@@ -98,7 +103,8 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, socket: TcpStream, addr: SocketAdd
     }) else {
         return;
     };
-    hub.metrics.handshake(PeerRole::Edge, HandshakeResult::Accepted);
+    hub.metrics
+        .handshake(PeerRole::Edge, HandshakeResult::Accepted);
     let _live = hub.metrics.connected(PeerRole::Edge);
     let session = Arc::new(EdgeSession {
         id,

@@ -201,7 +201,9 @@ async fn command(client: &Client, command: &CtlCommand) -> anyhow::Result<()> {
             print_json(&client.json(Method::GET, &path).await?)
         }
         CtlCommand::Edges(EdgesCommand::Kick { id }) => {
-            client.json(Method::DELETE, &format!("/v1/edges/{id}")).await?;
+            client
+                .json(Method::DELETE, &format!("/v1/edges/{id}"))
+                .await?;
             println!("edge {id}: kicked (or it was not online)");
             Ok(())
         }
@@ -307,7 +309,9 @@ impl Client {
             if let Some(token) = &self.token {
                 request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
             }
-            let answer = sender.send_request(request.body(Empty::<Bytes>::new())?).await?;
+            let answer = sender
+                .send_request(request.body(Empty::<Bytes>::new())?)
+                .await?;
             let status = answer.status();
             let body = Limited::new(answer.into_body(), MAX_ANSWER)
                 .collect()

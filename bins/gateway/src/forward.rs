@@ -133,7 +133,14 @@ pub(crate) async fn forward_request(
     let started = Instant::now();
     let method = match Name::new(request.method()) {
         Ok(m) => m,
-        Err(_) => return refuse_request(request, Error::InvalidArgument(String::from("method")), kind, &metrics),
+        Err(_) => {
+            return refuse_request(
+                request,
+                Error::InvalidArgument(String::from("method")),
+                kind,
+                &metrics,
+            );
+        }
     };
     let call = Call {
         address: source.0,

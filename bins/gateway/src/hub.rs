@@ -217,7 +217,9 @@ impl Hub {
         let Some(service) = self.service(id) else {
             return false;
         };
-        service.conn.close(proto_core::ErrorCode::KICKED, KICK_REASON);
+        service
+            .conn
+            .close(proto_core::ErrorCode::KICKED, KICK_REASON);
         self.metrics.kick(PeerRole::Service);
         true
     }

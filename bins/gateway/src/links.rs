@@ -125,7 +125,13 @@ pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
     let key = RouteKey::for_edge(hub.config.hashby, session.id, session.addr.map(|a| a.ip()));
     let metrics = Arc::clone(&hub.metrics);
     let router = Arc::new(ToService { hub, key });
-    serve(session.conn.clone(), Source::edge(session.id), router, metrics).await;
+    serve(
+        session.conn.clone(),
+        Source::edge(session.id),
+        router,
+        metrics,
+    )
+    .await;
 }
 
 /// Takes everything `conn` sends until it ends and forwards each item where `router`
@@ -141,8 +147,14 @@ async fn serve<R: Router>(conn: Connection, source: Source, router: Arc<R>, metr
                 match router.request(&request) {
                     Ok(target) => {
                         let metrics = Arc::clone(&metrics);
-                        let forward =
-                            forward_request(held, request, target, source.clone(), R::KIND, metrics);
+                        let forward = forward_request(
+                            held,
+                            request,
+                            target,
+                            source.clone(),
+                            R::KIND,
+                            metrics,
+                        );
                         tokio::spawn(forward);
                     }
                     Err(e) => refuse_request(request, e, R::KIND, &metrics),
@@ -160,8 +172,14 @@ async fn serve<R: Router>(conn: Connection, source: Source, router: Arc<R>, metr
                 match router.message(&message) {
                     Ok(target) => {
                         let metrics = Arc::clone(&metrics);
-                        let forward =
-                            forward_message(held, message, target, source.clone(), R::KIND, metrics);
+                        let forward = forward_message(
+                            held,
+                            message,
+                            target,
+                            source.clone(),
+                            R::KIND,
+                            metrics,
+                        );
                         tokio::spawn(forward);
                     }
                     Err(e) => refuse_message(message, e, R::KIND, &metrics),
@@ -174,8 +192,14 @@ async fn serve<R: Router>(conn: Connection, source: Source, router: Arc<R>, metr
             match router.stream(&incoming) {
                 Ok(target) => {
                     let (kind, metrics) = (R::KIND, Arc::clone(&metrics));
-                    let forward =
-                        forward_stream(incoming, target, source.clone(), kind, OPEN_TIMEOUT, metrics);
+                    let forward = forward_stream(
+                        incoming,
+                        target,
+                        source.clone(),
+                        kind,
+                        OPEN_TIMEOUT,
+                        metrics,
+                    );
                     tokio::spawn(forward);
                 }
                 Err(e) => refuse_stream(incoming, e),

@@ -43,7 +43,10 @@ impl PeerRole {
 }
 
 /// How a connection attempt ended (label `result` of `tether_handshakes_total`).
-#[allow(dead_code, reason = "the TLS / token / limits accept pipeline reports the others")]
+#[allow(
+    dead_code,
+    reason = "the TLS / token / limits accept pipeline reports the others"
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum HandshakeResult {
     /// Admitted.
@@ -392,7 +395,11 @@ mod tests {
         let m = Metrics::new();
         m.handshake(PeerRole::Edge, HandshakeResult::Accepted);
         m.rpc(TargetKind::Service, ErrorCode::OK, Duration::from_millis(3));
-        m.rpc(TargetKind::Service, ErrorCode(0x7777), Duration::from_millis(3));
+        m.rpc(
+            TargetKind::Service,
+            ErrorCode(0x7777),
+            Duration::from_millis(3),
+        );
         m.message(TargetKind::Edge, ErrorCode::EDGE_NOT_ONLINE, Duration::ZERO);
         let live = m.connected(PeerRole::Service);
         m.traffic(TargetKind::Edge).relayed(10);
@@ -409,6 +416,9 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing in\n{text}");
         }
         drop(live);
-        assert!(m.encode().contains("tether_connections{role=\"service\"} 0"));
+        assert!(
+            m.encode()
+                .contains("tether_connections{role=\"service\"} 0")
+        );
     }
 }

@@ -89,7 +89,12 @@ fn poll_direction(
 
 /// Relays between `near` (the opener's stream) and `far` (the target's, whose peer is a
 /// `far_kind`) until both directions have ended, counting bytes and resets in `metrics`.
-pub(crate) async fn splice(mut near: Stream, mut far: Stream, far_kind: TargetKind, metrics: &Metrics) {
+pub(crate) async fn splice(
+    mut near: Stream,
+    mut far: Stream,
+    far_kind: TargetKind,
+    metrics: &Metrics,
+) {
     let near_kind = far_kind.opposite();
     let (mut out, mut back) = (Direction::default(), Direction::default());
     let (to_far, to_near) = (metrics.traffic(far_kind), metrics.traffic(near_kind));

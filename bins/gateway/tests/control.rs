@@ -26,12 +26,9 @@ const GUARDED: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_every_route_but_the_probes_needs_it() {
-    let gw = GatewayProcess::start_with_env(&[], &[("TETHER_CONTROL_TOKEN", "s3cret")]).await;
-    assert!(
-        gw.early.iter().any(|l| l.contains("requires a bearer token")),
-        "{:?}",
-        gw.early
-    );
+    let env = [("TETHER_CONTROL_TOKEN", "s3cret")];
+    let mut gw = GatewayProcess::start_with_env(&[], &env).await;
+    gw.log_line("the control plane requires a bearer token").await;
     let addr = gw.control_addr;
     for &(method, path) in GUARDED {
         for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret!")] {
@@ -53,8 +50,8 @@ async fn with_a_token_every_route_but_the_probes_needs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_routes_answer_and_bad_input_is_400() {
-    let gw = GatewayProcess::start(&[]).await;
-    assert!(gw.early.iter().any(|l| l.contains("requires no token")));
+    let mut gw = GatewayProcess::start(&[]).await;
+    gw.log_line("the control plane requires no token").await;
     let addr = gw.control_addr;
     for &(method, path) in GUARDED {
         let answer = control(addr, method, path, None).await;
@@ -63,8 +60,14 @@ async fn without_a_token_routes_answer_and_bad_input_is_400() {
             "{method} {path}: {answer:?}"
         );
     }
-    assert_eq!(control(addr, "GET", "/healthz", None).await.json(), json!({"status": "ok"}));
-    assert_eq!(control(addr, "GET", "/readyz", None).await.json(), json!({"status": "ready"}));
+    assert_eq!(
+        control(addr, "GET", "/healthz", None).await.json(),
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        control(addr, "GET", "/readyz", None).await.json(),
+        json!({"status": "ready"})
+    );
     for id in ["abc", "0", "-1", "1.5", "18446744073709551616"] {
         for (method, path) in [
             ("GET", format!("/v1/edges/{id}")),
@@ -153,10 +156,16 @@ async fn lists_filter_and_page_with_real_counts() {
     };
 
     let all = get("/v1/edges").await;
-    assert_eq!((ids(&all), &all["total"]), (vec![11, 12, 13, 14, 15], &json!(5)));
+    assert_eq!(
+        (ids(&all), &all["total"]),
+        (vec![11, 12, 13, 14, 15], &json!(5))
+    );
     assert_eq!(all["next_page_token"], Value::Null);
     let rack_a = get("/v1/edges?meta=rack%3Da").await;
-    assert_eq!((ids(&rack_a), &rack_a["total"]), (vec![11, 12, 13], &json!(3)));
+    assert_eq!(
+        (ids(&rack_a), &rack_a["total"]),
+        (vec![11, 12, 13], &json!(3))
+    );
     let reboot = get("/v1/edges?method=reboot").await;
     assert_eq!((ids(&reboot), &reboot["total"]), (vec![11, 12], &json!(2)));
     let both = get("/v1/edges?method=reboot&meta=rack%3Db").await;
@@ -205,7 +214,10 @@ async fn lists_filter_and_page_with_real_counts() {
     assert_eq!(get("/v1/services?topic=t1&name=beta").await["total"], 1);
     assert_eq!(get("/v1/services?name=gamma").await["total"], 0);
     let one = get("/v1/services?page_size=1").await;
-    assert_eq!((one["items"].as_array().unwrap().len(), &one["total"]), (1, &json!(3)));
+    assert_eq!(
+        (one["items"].as_array().unwrap().len(), &one["total"]),
+        (1, &json!(3))
+    );
     assert!(one["next_page_token"].is_string());
     let id = alpha2.service_id().unwrap();
     let path = format!("/v1/services/{id}");
@@ -239,23 +251,40 @@ async fn a_kick_closes_the_peer_with_kicked_and_is_idempotent() {
         .reconnect(false)
         .connect(gw.edge_addr)
         .unwrap();
-    within("service up", service.wait_connected()).await.unwrap();
+    within("service up", service.wait_connected())
+        .await
+        .unwrap();
     within("edge up", edge.wait_connected()).await.unwrap();
     gw.joined(&["svc"], &[21]).await;
     let addr = gw.control_addr;
 
     let session = edge.connection().expect("connected");
-    assert_eq!(control(addr, "DELETE", "/v1/edges/21", None).await.status, 204);
+    assert_eq!(
+        control(addr, "DELETE", "/v1/edges/21", None).await.status,
+        204
+    );
     let why = within("the edge sees the kick", session.closed()).await;
     assert_eq!(why.code(), ErrorCode::KICKED, "{why}");
     assert!(why.to_string().contains("kicked by the operator"), "{why}");
     let line = gw.log_line(" kick ").await;
-    assert!(line.contains("role=\"edge\"") && line.contains("id=21"), "{line}");
-    assert!(line.contains("who=127.0.0.1:") && line.contains("kicked=true"), "{line}");
+    assert!(
+        line.contains("role=\"edge\"") && line.contains("id=21"),
+        "{line}"
+    );
+    assert!(
+        line.contains("who=127.0.0.1:") && line.contains("kicked=true"),
+        "{line}"
+    );
     assert_eq!(control(addr, "GET", "/v1/edges/21", None).await.status, 404);
     // Again, and an id that never was: the same answer.
-    assert_eq!(control(addr, "DELETE", "/v1/edges/21", None).await.status, 204);
-    assert_eq!(control(addr, "DELETE", "/v1/edges/999", None).await.status, 204);
+    assert_eq!(
+        control(addr, "DELETE", "/v1/edges/21", None).await.status,
+        204
+    );
+    assert_eq!(
+        control(addr, "DELETE", "/v1/edges/999", None).await.status,
+        204
+    );
 
     let id = service.service_id().unwrap();
     let session = service.connection().expect("connected");
@@ -271,15 +300,16 @@ async fn a_kick_closes_the_peer_with_kicked_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_a_public_address_becomes_loopback() {
-    let gw = GatewayProcess::start(&["--control-listen", "0.0.0.0:0"]).await;
+    let mut gw = GatewayProcess::start(&["--control-listen", "0.0.0.0:0"]).await;
     assert!(gw.control_addr.ip().is_loopback(), "{}", gw.control_addr);
-    let warning = gw
-        .early
-        .iter()
-        .find(|l| l.contains("listens on loopback only"))
-        .unwrap_or_else(|| panic!("no warning in {:?}", gw.early));
+    let warning = gw.log_line("listens on loopback only").await;
     assert!(warning.contains("WARN") && warning.contains("TETHER_CONTROL_TOKEN"));
-    assert_eq!(control(gw.control_addr, "GET", "/healthz", None).await.status, 200);
+    assert_eq!(
+        control(gw.control_addr, "GET", "/healthz", None)
+            .await
+            .status,
+        200
+    );
     // With a token, the address is used as configured.
     let env = [("TETHER_CONTROL_TOKEN", "t")];
     let gw = GatewayProcess::start_with_env(&["--control-listen", "0.0.0.0:0"], &env).await;
@@ -308,7 +338,9 @@ async fn ctl_lists_gets_and_kicks() {
         .reconnect(false)
         .connect(gw.edge_addr)
         .unwrap();
-    within("service up", service.wait_connected()).await.unwrap();
+    within("service up", service.wait_connected())
+        .await
+        .unwrap();
     within("edge up", edge.wait_connected()).await.unwrap();
     gw.joined(&["svc"], &[5]).await;
 
@@ -318,31 +350,54 @@ async fn ctl_lists_gets_and_kicks() {
     assert_eq!((ids(&list), &list["total"]), (vec![5], &json!(1)));
     let out = ctl(&gw, &["edges", "get", "5"], &env).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap()["metadata"], "sn=1");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["metadata"],
+        "sn=1"
+    );
     let out = ctl(&gw, &["services", "methods"], &env).await;
     let methods: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(methods["items"], json!([{"name": "m", "services": 1}]));
     let out = ctl(&gw, &["services", "list", "--name", "svc"], &env).await;
-    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap()["total"], 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["total"],
+        1
+    );
     let out = ctl(&gw, &["health"], &[]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let out = ctl(&gw, &["metrics"], &env).await;
-    assert!(out.stdout.contains("tether_connections{role=\"edge\"} 1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("tether_connections{role=\"edge\"} 1"),
+        "{}",
+        out.stdout
+    );
 
     // Errors: the server's text, a non-zero exit.
     let out = ctl(&gw, &["edges", "list"], &[]).await;
     assert_ne!(out.code, Some(0));
-    assert!(out.stderr.contains("401") && out.stderr.contains("Bearer"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("401") && out.stderr.contains("Bearer"),
+        "{}",
+        out.stderr
+    );
     let out = ctl(&gw, &["edges", "get", "abc"], &env).await;
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("not an id"), "{}", out.stderr);
     let out = ctl(&gw, &["edges", "get", "6"], &env).await;
-    assert!(out.stderr.contains("edge 6 is not online"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("edge 6 is not online"),
+        "{}",
+        out.stderr
+    );
 
     // The token from a file works too.
     let file = YamlFile::new("tok\n");
     let session = edge.connection().unwrap();
-    let out = ctl(&gw, &["--token-file", file.arg(), "edges", "kick", "5"], &[]).await;
+    let out = ctl(
+        &gw,
+        &["--token-file", file.arg(), "edges", "kick", "5"],
+        &[],
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let why = within("kicked", session.closed()).await;
     assert_eq!(why.code(), ErrorCode::KICKED);
@@ -365,8 +420,20 @@ async fn the_openapi_document_is_the_committed_one() {
             .lines()
             .zip(committed.lines())
             .position(|(a, b)| a != b)
-            .unwrap_or(printed.stdout.lines().count().min(committed.lines().count()));
-        let show = |text: &str| text.lines().skip(first).take(5).collect::<Vec<_>>().join("\n");
+            .unwrap_or(
+                printed
+                    .stdout
+                    .lines()
+                    .count()
+                    .min(committed.lines().count()),
+            );
+        let show = |text: &str| {
+            text.lines()
+                .skip(first)
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         panic!(
             "docs/openapi.json differs from the code's document from line {}:\n\
              --- committed\n{}\n+++ generated\n{}\n\

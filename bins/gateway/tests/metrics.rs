@@ -50,16 +50,15 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
         .topic("events")
         .connect(gw.service_addr)
         .unwrap();
-    let edge = Edge::builder()
-        .edge_id(31)
-        .connect(gw.edge_addr)
-        .unwrap();
+    let edge = Edge::builder().edge_id(31).connect(gw.edge_addr).unwrap();
     let victim = Edge::builder()
         .edge_id(32)
         .reconnect(false)
         .connect(gw.edge_addr)
         .unwrap();
-    within("service up", service.wait_connected()).await.unwrap();
+    within("service up", service.wait_connected())
+        .await
+        .unwrap();
     within("edge up", edge.wait_connected()).await.unwrap();
     within("victim up", victim.wait_connected()).await.unwrap();
     gw.joined(&["calc"], &[31, 32]).await;
@@ -71,10 +70,22 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
             .unwrap();
     }
     for _ in 0..2 {
-        assert!(within("fail", edge.call("fail", Bytes::new())).await.is_err());
+        assert!(
+            within("fail", edge.call("fail", Bytes::new()))
+                .await
+                .is_err()
+        );
     }
-    assert!(within("nope", edge.call("nope", Bytes::new())).await.is_err());
-    assert!(within("absent", service.call(99, "x", Bytes::new())).await.is_err());
+    assert!(
+        within("nope", edge.call("nope", Bytes::new()))
+            .await
+            .is_err()
+    );
+    assert!(
+        within("absent", service.call(99, "x", Bytes::new()))
+            .await
+            .is_err()
+    );
 
     // Messages: 2 taken, 1 for a topic nobody takes.
     let consume = async {
@@ -83,11 +94,19 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
         }
     };
     let publish = async {
-        edge.publish("events", Bytes::from_static(b"e1")).await.unwrap();
-        edge.publish("events", Bytes::from_static(b"e2")).await.unwrap();
+        edge.publish("events", Bytes::from_static(b"e1"))
+            .await
+            .unwrap();
+        edge.publish("events", Bytes::from_static(b"e2"))
+            .await
+            .unwrap();
     };
     within("messages", async { tokio::join!(consume, publish) }).await;
-    assert!(within("no topic", edge.publish("ghost", Bytes::new())).await.is_err());
+    assert!(
+        within("no topic", edge.publish("ghost", Bytes::new()))
+            .await
+            .is_err()
+    );
 
     // A stream: 5 bytes to the service, 3 back.
     let service_side = async {
@@ -95,12 +114,18 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
         let mut got = Vec::new();
         stream.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"hello");
-        stream.write_all_bytes(Bytes::from_static(b"bye")).await.unwrap();
+        stream
+            .write_all_bytes(Bytes::from_static(b"bye"))
+            .await
+            .unwrap();
         stream.finish().unwrap();
     };
     let edge_side = async {
         let mut stream = edge.open_stream("calc", Bytes::new()).await.unwrap();
-        stream.write_all_bytes(Bytes::from_static(b"hello")).await.unwrap();
+        stream
+            .write_all_bytes(Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         stream.finish().unwrap();
         let mut got = Vec::new();
         stream.read_to_end(&mut got).await.unwrap();
@@ -124,24 +149,68 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
 
     let answer = control(gw.control_addr, "GET", "/metrics", None).await;
     assert_eq!(answer.status, 200);
-    assert!(answer.headers["content-type"].to_str().unwrap().contains("openmetrics"));
+    assert!(
+        answer.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics")
+    );
     let text = answer.body;
     let expect = [
         ("tether_connections{role=\"service\"}", 1.0),
         ("tether_connections{role=\"edge\"}", 1.0),
-        ("tether_handshakes_total{role=\"service\",result=\"accepted\"}", 1.0),
-        ("tether_handshakes_total{role=\"edge\",result=\"accepted\"}", 2.0),
-        ("tether_handshakes_total{role=\"service\",result=\"rejected\"}", 1.0),
-        ("tether_handshakes_total{role=\"edge\",result=\"timeout\"}", 0.0),
-        ("tether_rpcs_total{direction=\"to_service\",outcome=\"ok\"}", 3.0),
-        ("tether_rpcs_total{direction=\"to_service\",outcome=\"APPLICATION_ERROR\"}", 2.0),
-        ("tether_rpcs_total{direction=\"to_service\",outcome=\"METHOD_NOT_FOUND\"}", 1.0),
-        ("tether_rpcs_total{direction=\"to_edge\",outcome=\"EDGE_NOT_ONLINE\"}", 1.0),
-        ("tether_rpcs_total{direction=\"to_edge\",outcome=\"ok\"}", 0.0),
-        ("tether_rpc_duration_seconds_count{direction=\"to_service\"}", 6.0),
-        ("tether_messages_total{direction=\"to_service\",outcome=\"ok\"}", 2.0),
-        ("tether_messages_total{direction=\"to_service\",outcome=\"TOPIC_NOT_FOUND\"}", 1.0),
-        ("tether_message_duration_seconds_count{direction=\"to_service\"}", 3.0),
+        (
+            "tether_handshakes_total{role=\"service\",result=\"accepted\"}",
+            1.0,
+        ),
+        (
+            "tether_handshakes_total{role=\"edge\",result=\"accepted\"}",
+            2.0,
+        ),
+        (
+            "tether_handshakes_total{role=\"service\",result=\"rejected\"}",
+            1.0,
+        ),
+        (
+            "tether_handshakes_total{role=\"edge\",result=\"timeout\"}",
+            0.0,
+        ),
+        (
+            "tether_rpcs_total{direction=\"to_service\",outcome=\"ok\"}",
+            3.0,
+        ),
+        (
+            "tether_rpcs_total{direction=\"to_service\",outcome=\"APPLICATION_ERROR\"}",
+            2.0,
+        ),
+        (
+            "tether_rpcs_total{direction=\"to_service\",outcome=\"METHOD_NOT_FOUND\"}",
+            1.0,
+        ),
+        (
+            "tether_rpcs_total{direction=\"to_edge\",outcome=\"EDGE_NOT_ONLINE\"}",
+            1.0,
+        ),
+        (
+            "tether_rpcs_total{direction=\"to_edge\",outcome=\"ok\"}",
+            0.0,
+        ),
+        (
+            "tether_rpc_duration_seconds_count{direction=\"to_service\"}",
+            6.0,
+        ),
+        (
+            "tether_messages_total{direction=\"to_service\",outcome=\"ok\"}",
+            2.0,
+        ),
+        (
+            "tether_messages_total{direction=\"to_service\",outcome=\"TOPIC_NOT_FOUND\"}",
+            1.0,
+        ),
+        (
+            "tether_message_duration_seconds_count{direction=\"to_service\"}",
+            3.0,
+        ),
         ("tether_streams_relayed_total", 1.0),
         ("tether_streams_open", 0.0),
         ("tether_relayed_bytes_total{direction=\"to_service\"}", 5.0),
@@ -158,14 +227,31 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
 
     // Bounded labels only: never an id, a method, a topic, a service name or an address.
     let values = label_values(&text);
-    for forbidden in ["31", "32", "99", "add", "fail", "nope", "events", "ghost", "calc"] {
-        assert!(!values.contains(forbidden), "label value {forbidden:?} in\n{text}");
+    for forbidden in [
+        "31", "32", "99", "add", "fail", "nope", "events", "ghost", "calc",
+    ] {
+        assert!(
+            !values.contains(forbidden),
+            "label value {forbidden:?} in\n{text}"
+        );
     }
     let codes: Vec<&str> = ErrorCode::ALL.iter().filter_map(|c| c.name()).collect();
     let fixed = [
-        "service", "edge", "to_service", "to_edge", "ok", "UNKNOWN", "accepted", "rejected",
-        "unauthorized", "identity_mismatch", "tls_failed", "timeout", "overloaded",
-        "protocol_error", "+Inf",
+        "service",
+        "edge",
+        "to_service",
+        "to_edge",
+        "ok",
+        "UNKNOWN",
+        "accepted",
+        "rejected",
+        "unauthorized",
+        "identity_mismatch",
+        "tls_failed",
+        "timeout",
+        "overloaded",
+        "protocol_error",
+        "+Inf",
     ];
     for value in &values {
         let bucket = value.parse::<f64>().is_ok();

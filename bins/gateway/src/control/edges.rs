@@ -83,12 +83,14 @@ fn item(edge: &EdgeSession) -> EdgeItem {
 }
 
 fn matches(edge: &EdgeSession, query: &EdgeQuery) -> bool {
-    let meta = query.meta.as_deref().is_none_or(|wanted| {
-        String::from_utf8_lossy(&edge.metadata).contains(wanted)
-    });
-    let addr = query.addr.as_deref().is_none_or(|wanted| {
-        edge.addr.is_some_and(|a| a.to_string().contains(wanted))
-    });
+    let meta = query
+        .meta
+        .as_deref()
+        .is_none_or(|wanted| String::from_utf8_lossy(&edge.metadata).contains(wanted));
+    let addr = query
+        .addr
+        .as_deref()
+        .is_none_or(|wanted| edge.addr.is_some_and(|a| a.to_string().contains(wanted)));
     let method = query.method.as_deref().is_none_or(|wanted| {
         edge.conn
             .peer_registrations()

@@ -46,6 +46,8 @@ const MAX_BODY: usize = 16 * 1024;
 pub(crate) struct ControlPlane {
     listener: TcpListener,
     token: Option<Token>,
+    /// `control_listen` as configured (the bound address may be loopback instead).
+    configured: SocketAddr,
 }
 
 /// Where to bind: `configured`, except that without a token a non-loopback address
@@ -60,30 +62,35 @@ fn bind_addr(configured: SocketAddr, has_token: bool) -> SocketAddr {
 }
 
 impl ControlPlane {
-    /// Binds `control_listen` (loopback only without `control_token`), and logs whether a
-    /// token is required.
+    /// Binds `control_listen` (loopback only without `control_token`).
     pub(crate) async fn bind(config: &GatewayConfig) -> io::Result<ControlPlane> {
         let token = config.control_token.as_ref().map(|t| t.0.as_bytes());
         let addr = bind_addr(config.control_listen, token.is_some());
-        if addr != config.control_listen {
+        Ok(ControlPlane {
+            listener: TcpListener::bind(addr).await?,
+            token: token.map(|t| Token(Arc::from(t))),
+            configured: config.control_listen,
+        })
+    }
+
+    /// Logs whether a token is required, and warns when the configured address was
+    /// replaced by loopback (after the `listening` lines).
+    fn log_start(&self) {
+        let bound = self.local_addr().map(|a| a.ip());
+        if bound.is_ok_and(|ip| ip != self.configured.ip()) {
             tracing::warn!(
-                configured = %config.control_listen,
-                bound = %addr,
+                configured = %self.configured,
                 "the control plane has no token, so it listens on loopback only; set \
                  control_token (or TETHER_CONTROL_TOKEN) to listen on another address"
             );
         }
-        match token {
+        match self.token {
             Some(_) => tracing::info!("the control plane requires a bearer token"),
             None => tracing::info!(
                 "the control plane requires no token (set control_token or \
                  TETHER_CONTROL_TOKEN to require one)"
             ),
         }
-        Ok(ControlPlane {
-            listener: TcpListener::bind(addr).await?,
-            token: token.map(|t| Token(Arc::from(t))),
-        })
     }
 
     /// The bound address.
@@ -93,6 +100,7 @@ impl ControlPlane {
 
     /// Serves connections until `stop` turns true, then drops those still open.
     pub(crate) async fn run(self, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+        self.log_start();
         let state = ControlState {
             hub,
             openapi: Arc::from(openapi::to_json()),

@@ -139,8 +139,7 @@ pub(crate) async fn list(
         .map(|s| (s.id, s))
         .collect();
     let total = services.len();
-    let (services, next_page_token) =
-        page(services, query.page_size, query.page_token.as_deref())?;
+    let (services, next_page_token) = page(services, query.page_size, query.page_token.as_deref())?;
     Ok(Json(ServicePage {
         items: services.iter().map(|s| item(s)).collect(),
         total,

@@ -19,8 +19,6 @@ pub(crate) struct GatewayProcess {
     pub(crate) control_addr: SocketAddr,
     /// Log lines (stderr) after the listening lines.
     pub(crate) logs: mpsc::UnboundedReceiver<String>,
-    /// Log lines up to the last listening line.
-    pub(crate) early: Vec<String>,
 }
 
 /// The address in a log line such as `... listening role="service" addr=127.0.0.1:4000`.
@@ -80,7 +78,6 @@ impl GatewayProcess {
             }
         });
         let (mut service_addr, mut edge_addr, mut control_addr) = (None, None, None);
-        let mut early = Vec::new();
         let started = async {
             while service_addr.is_none() || edge_addr.is_none() || control_addr.is_none() {
                 let line = logs
@@ -90,7 +87,6 @@ impl GatewayProcess {
                 service_addr = service_addr.or_else(|| listening(&line, "service"));
                 edge_addr = edge_addr.or_else(|| listening(&line, "edge"));
                 control_addr = control_addr.or_else(|| listening(&line, "control"));
-                early.push(line);
             }
         };
         tokio::time::timeout(Duration::from_secs(20), started)
@@ -102,7 +98,6 @@ impl GatewayProcess {
             edge_addr: edge_addr.expect("edge address"),
             control_addr: control_addr.expect("control address"),
             logs,
-            early,
         }
     }
 
@@ -338,7 +333,12 @@ pub(crate) async fn control(
         let answer = sender.send_request(request).await.expect("an answer");
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
-        let body = answer.into_body().collect().await.expect("a body").to_bytes();
+        let body = answer
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
         Answer {
             status,
             headers,
