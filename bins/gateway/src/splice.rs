@@ -12,7 +12,7 @@ use proto_core::ErrorCode;
 use tether_tokio::{Error, Stream};
 
 use crate::forward::TargetKind;
-use crate::metrics::{Metrics, Traffic};
+use crate::metrics::Metrics;
 
 /// Largest chunk taken from one side at a time.
 const CHUNK: usize = 64 * 1024;
@@ -43,7 +43,8 @@ fn code_of(e: &io::Error, stream: &Stream, kind: TargetKind) -> (ErrorCode, Stri
 /// `to_kind`). Ready when this direction is done.
 fn poll_direction(
     cx: &mut Context<'_>,
-    (dir, metrics): (&mut Direction, (&Metrics, &Traffic)),
+    dir: &mut Direction,
+    metrics: &Metrics,
     (from, from_kind): (&mut Stream, TargetKind),
     (to, to_kind): (&mut Stream, TargetKind),
 ) -> Poll<()> {
@@ -58,7 +59,7 @@ fn poll_direction(
                 Poll::Ready(Err(e)) => {
                     // The far side stopped reading: tell the sender, with its code.
                     let (code, _) = code_of(&e, to, to_kind);
-                    metrics.0.stream_reset(code);
+                    metrics.stream_reset(code);
                     from.stop(code);
                     dir.done = true;
                 }
@@ -68,7 +69,7 @@ fn poll_direction(
         }
         match from.poll_read_chunk(cx, CHUNK) {
             Poll::Ready(Ok(Some(chunk))) => {
-                metrics.1.relayed(chunk.len());
+                metrics.traffic(to_kind).relayed(chunk.len());
                 dir.pending = Some(chunk);
             }
             Poll::Ready(Ok(None)) => {
@@ -77,7 +78,7 @@ fn poll_direction(
             }
             Poll::Ready(Err(e)) => {
                 let (code, text) = code_of(&e, from, from_kind);
-                metrics.0.stream_reset(code);
+                metrics.stream_reset(code);
                 to.reset(code, &text);
                 dir.done = true;
             }
@@ -97,12 +98,11 @@ pub(crate) async fn splice(
 ) {
     let near_kind = far_kind.opposite();
     let (mut out, mut back) = (Direction::default(), Direction::default());
-    let (to_far, to_near) = (metrics.traffic(far_kind), metrics.traffic(near_kind));
     poll_fn(|cx| {
-        let out = (&mut out, (metrics, to_far));
-        let forward = poll_direction(cx, out, (&mut near, near_kind), (&mut far, far_kind));
-        let back = (&mut back, (metrics, to_near));
-        let backward = poll_direction(cx, back, (&mut far, far_kind), (&mut near, near_kind));
+        let (near_side, far_side) = ((&mut near, near_kind), (&mut far, far_kind));
+        let forward = poll_direction(cx, &mut out, metrics, near_side, far_side);
+        let (near_side, far_side) = ((&mut near, near_kind), (&mut far, far_kind));
+        let backward = poll_direction(cx, &mut back, metrics, far_side, near_side);
         if forward.is_ready() && backward.is_ready() {
             Poll::Ready(())
         } else {
