@@ -19,6 +19,8 @@ pub fn start(name: &'static str, program: &Path, args: &[&str]) -> (Child, Outpu
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        // Each gateway's control plane on a free port (the default, 30010, is one per host).
+        .env("TETHER_CONTROL_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

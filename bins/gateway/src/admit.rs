@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto_core::name::Name;
-use proto_core::{Address, Call, ErrorCode, HandshakeAccept, RegistrationKind, Role};
+use proto_core::{
+    Address, Call, ConnectionError, ErrorCode, HandshakeAccept, RegistrationKind, Role,
+};
 use tether_tokio::hooks::{
     EDGE_ID_HOOK, EDGE_OFFLINE_HOOK, EDGE_ONLINE_HOOK, EdgeInfo, decode_edge_id,
 };
@@ -19,6 +21,7 @@ use crate::auth::check_token;
 use crate::config::PresenceFanout;
 use crate::hub::{EdgeSession, Hub, ServiceLink};
 use crate::links;
+use crate::metrics::{HandshakeResult, PeerRole};
 use crate::routing::RouteKey;
 use crate::transport::Established;
 use crate::transport::identity::IdentityBinding;
@@ -35,12 +38,14 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, established: Established) {
         permit,
     } = established;
     let addr = peer.addr;
-    let Some(handshake) = handshake(&hub, transport, addr).await else {
+    let Some(handshake) = handshake(&hub, transport, addr, PeerRole::Service).await else {
         return;
     };
     let info = &handshake.hello().info;
     if info.role != Role::Service {
         tracing::info!(%addr, "refused: an edge on the service port");
+        hub.metrics
+            .handshake(PeerRole::Service, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
     }
     if let Err(e) = check_token(
@@ -48,10 +53,14 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, established: Established) {
         &handshake.hello().info.token,
     ) {
         tracing::info!(role = "service", %addr, reason = %e, "refused");
+        hub.metrics
+            .handshake(PeerRole::Service, HandshakeResult::Unauthorized);
         return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
     }
     if info.name.is_empty() {
         tracing::info!(%addr, "refused: a service without a name");
+        hub.metrics
+            .handshake(PeerRole::Service, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "a service needs a name");
     }
     let name = info.name.as_str().to_owned();
@@ -64,19 +73,26 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, established: Established) {
         return;
     };
     drop(permit);
+    hub.metrics
+        .handshake(PeerRole::Service, HandshakeResult::Accepted);
+    let _live = hub.metrics.connected(PeerRole::Service);
     tracing::info!(role = "service", id, name = %name, %addr, transport = peer.transport, "connected");
     let link = Arc::new(ServiceLink {
         id,
         name,
         conn: conn.clone(),
+        addr,
+        connected_at: std::time::SystemTime::now(),
     });
     hub.add_service(Arc::clone(&link));
     if hub.is_shutting_down() {
         conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+        hub.metrics.goaway(PeerRole::Service);
     }
     links::serve_service(Arc::clone(&hub), Arc::clone(&link)).await;
     hub.remove_service(id);
     let why = conn.closed().await;
+    hub.metrics.closed(&why);
     tracing::info!(role = "service", id, name = %link.name, %addr, reason = %why, "disconnected");
 }
 
@@ -89,32 +105,42 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
         permit,
     } = established;
     let addr = peer.addr;
-    let Some(handshake) = handshake(&hub, transport, addr).await else {
+    let Some(handshake) = handshake(&hub, transport, addr, PeerRole::Edge).await else {
         return;
     };
     let info = handshake.hello().info.clone();
     if info.role != Role::Edge {
         tracing::info!(%addr, "refused: a service on the edge port");
+        hub.metrics
+            .handshake(PeerRole::Edge, HandshakeResult::Rejected);
         return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for edges");
     }
     if let Err(e) = check_token(&hub.config.auth.edge_tokens, &handshake.hello().info.token) {
         tracing::info!(role = "edge", %addr, reason = %e, "refused");
+        hub.metrics
+            .handshake(PeerRole::Edge, HandshakeResult::Unauthorized);
         return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
     }
     let certificate = peer.certificate.as_ref();
     if let Err(why) = binding.check_metadata(certificate, &info.metadata) {
         tracing::info!(role = "edge", %addr, reason = %why, "refused: identity");
+        hub.metrics
+            .handshake(PeerRole::Edge, HandshakeResult::IdentityMismatch);
         return handshake.reject(ErrorCode::UNAUTHORIZED, &why);
     }
     let id = match decide_edge_id(&hub, info.requested_id, addr, &info.metadata).await {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(%addr, reason = %e, "edge refused");
+            hub.metrics
+                .handshake(PeerRole::Edge, HandshakeResult::Rejected);
             return handshake.reject(e.code(), &e.text());
         }
     };
     if let Err(why) = binding.check_id(certificate, id) {
         tracing::info!(role = "edge", id, %addr, reason = %why, "refused: identity");
+        hub.metrics
+            .handshake(PeerRole::Edge, HandshakeResult::IdentityMismatch);
         return handshake.reject(ErrorCode::UNAUTHORIZED, &why);
     }
     let Ok(conn) = handshake.accept(HandshakeAccept {
@@ -124,6 +150,9 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
         return;
     };
     drop(permit);
+    hub.metrics
+        .handshake(PeerRole::Edge, HandshakeResult::Accepted);
+    let _live = hub.metrics.connected(PeerRole::Edge);
     let session = Arc::new(EdgeSession {
         id,
         session: hub.session_number(),
@@ -131,6 +160,7 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
         addr: Some(addr),
         metadata: info.metadata.clone(),
         offline_sent: Default::default(),
+        connected_at: std::time::SystemTime::now(),
     });
     if let Some(old) = hub.put_edge(Arc::clone(&session)) {
         // A reconnecting edge must never be refused because a stale session lingers.
@@ -143,6 +173,7 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
     }
     if hub.is_shutting_down() {
         conn.go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+        hub.metrics.goaway(PeerRole::Edge);
     }
     tracing::info!(role = "edge", id, %addr, transport = peer.transport, "connected");
     if let Err((e, told)) = online(&hub, &session).await {
@@ -161,14 +192,18 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
     links::serve_edge(Arc::clone(&hub), Arc::clone(&session)).await;
     hub.remove_edge(id, session.session);
     let why = conn.closed().await;
+    hub.metrics.closed(&why);
     offline(&hub, &session).await;
     tracing::info!(role = "edge", id, %addr, reason = %why, "disconnected");
 }
 
+/// Waits for the peer's HELLO (under `protocol.handshake_timeout_ms`); a failure is logged
+/// and counted by cause.
 async fn handshake(
     hub: &Hub,
     transport: tether_tokio::runtime::BoxTransport,
     addr: SocketAddr,
+    role: PeerRole,
 ) -> Option<Handshake> {
     match Connection::accept(
         runtime(),
@@ -181,6 +216,14 @@ async fn handshake(
         Ok(handshake) => Some(handshake),
         Err(e) => {
             tracing::debug!(%addr, reason = %e, "handshake failed");
+            let result = match &e {
+                Error::ConnectionLost(ConnectionError::TimedOut(_)) => HandshakeResult::Timeout,
+                Error::ConnectionLost(
+                    ConnectionError::ProtocolViolation(_) | ConnectionError::Incompatible(_),
+                ) => HandshakeResult::ProtocolError,
+                _ => HandshakeResult::Abandoned,
+            };
+            hub.metrics.handshake(role, result);
             None
         }
     }

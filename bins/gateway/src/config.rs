@@ -106,6 +106,23 @@ pub struct GatewayConfig {
     /// Deadlines and caps before a peer is admitted.
     #[serde(deserialize_with = "null_as_default")]
     pub admission: AdmissionConfig,
+    /// Where the REST control plane and `/metrics` listen. Default `127.0.0.1:30010`.
+    /// Without [`control_token`](GatewayConfig::control_token) it only ever binds loopback.
+    pub control_listen: SocketAddr,
+    /// The bearer token the control plane requires (also `TETHER_CONTROL_TOKEN`; never a
+    /// flag, which would show in `ps`). Default none: no authentication, loopback only.
+    pub control_token: Option<ControlToken>,
+}
+
+/// A control-plane bearer token; its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ControlToken(pub String);
+
+impl std::fmt::Debug for ControlToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlToken(<redacted>)")
+    }
 }
 
 /// One TCP port mapping (an entry of `tcp_mappings`): connections to `listen` are relayed
@@ -171,6 +188,8 @@ impl Default for GatewayConfig {
             websocket: WebSocketConfig::default(),
             auth: AuthConfig::default(),
             admission: AdmissionConfig::default(),
+            control_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30010),
+            control_token: None,
         }
     }
 }
@@ -327,6 +346,7 @@ impl GatewayConfig {
         if let Some(addr) = self.http_ingress {
             claim(addr, String::from("http_ingress"))?;
         }
+        claim(self.control_listen, String::from("control_listen"))?;
         for (i, m) in self.tcp_mappings.iter().enumerate() {
             claim(m.listen, format!("tcp_mappings[{i}].listen"))?;
             if m.edge == 0 {
@@ -542,6 +562,12 @@ admission:
   max_unauthenticated_per_ip: 64
   # TLS and the WebSocket upgrade must complete within this many milliseconds.
   transport_handshake_timeout_ms: 10000
+# REST control plane, /metrics and /openapi.json (--control-listen, TETHER_CONTROL_LISTEN).
+# Without control_token it binds loopback only (a non-loopback address becomes 127.0.0.1).
+control_listen: 127.0.0.1:30010
+# Bearer token the control plane requires (TETHER_CONTROL_TOKEN; no flag, so it never
+# shows in ps). null: no authentication, loopback only. /healthz and /readyz never ask.
+control_token: null
 
 # Protocol limits and timeouts of every connection.
 protocol:
@@ -613,6 +639,10 @@ pub struct Cli {
     /// Tokens edges may present, comma-separated (environment variable only).
     #[arg(skip = std::env::var("TETHER_EDGE_TOKENS").ok())]
     pub edge_tokens: Option<String>,
+    /// REST control plane and /metrics address [default: 127.0.0.1:30010]. The bearer
+    /// token comes from the config file or TETHER_CONTROL_TOKEN only.
+    #[arg(long, env = "TETHER_CONTROL_LISTEN", value_name = "ADDR")]
+    pub control_listen: Option<SocketAddr>,
     /// Print the default configuration (commented YAML) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -651,6 +681,12 @@ impl Cli {
         if let Some(tokens) = &self.edge_tokens {
             c.auth.edge_tokens = tokens_from_env(tokens);
         }
+        c.control_listen = self.control_listen.unwrap_or(c.control_listen);
+        if let Ok(token) = std::env::var("TETHER_CONTROL_TOKEN") {
+            c.control_token = Some(ControlToken(token));
+        }
+        // An empty token would be one anybody can send.
+        c.control_token = c.control_token.take().filter(|t| !t.0.is_empty());
         config.validate()?;
         Ok(config)
     }
@@ -691,7 +727,7 @@ mod tests {
             assert!(!key || commented, "no comment above {}", lines[i]);
             key
         });
-        assert_eq!(keys.count(), 11 + 2 + 6 + 3 + 4 + 10);
+        assert_eq!(keys.count(), 13 + 2 + 6 + 3 + 4 + 10);
     }
 
     #[test]

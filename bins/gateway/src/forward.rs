@@ -15,6 +15,7 @@ use proto_core::name::Name;
 use proto_core::{Address, Call, ErrorCode, OpenStream, Publish};
 use tether_tokio::{Connection, Error, IncomingStream, Message, Request};
 
+use crate::metrics::Metrics;
 use crate::splice::splice;
 
 /// Where forwarded traffic came from, as the target sees it (its address).
@@ -130,10 +131,19 @@ pub(crate) async fn forward_request(
     target: Connection,
     source: Source,
     kind: TargetKind,
+    metrics: Arc<Metrics>,
 ) {
+    let started = Instant::now();
     let method = match Name::new(request.method()) {
         Ok(m) => m,
-        Err(_) => return request.respond(Err(Error::InvalidArgument(String::from("method")))),
+        Err(_) => {
+            return refuse_request(
+                request,
+                Error::InvalidArgument(String::from("method")),
+                kind,
+                &metrics,
+            );
+        }
     };
     let call = Call {
         address: source.0,
@@ -142,8 +152,14 @@ pub(crate) async fn forward_request(
         timeout: remaining(request.deadline()),
     };
     // Dropping the forwarded call (when the caller cancels) cancels it at the target.
-    if let Some(result) = unless_cancelled(&request, target.call(call)).await {
-        request.respond(result.map_err(|e| kind.map(e)));
+    match unless_cancelled(&request, target.call(call)).await {
+        Some(result) => {
+            let result = result.map_err(|e| kind.map(e));
+            let code = result.as_ref().map_or_else(Error::code, |_| ErrorCode::OK);
+            metrics.rpc(kind, code, started.elapsed());
+            request.respond(result);
+        }
+        None => metrics.rpc(kind, ErrorCode::CANCELLED, started.elapsed()),
     }
 }
 
@@ -154,7 +170,9 @@ pub(crate) async fn forward_message(
     target: Connection,
     source: Source,
     kind: TargetKind,
+    metrics: Arc<Metrics>,
 ) {
+    let started = Instant::now();
     let publish = Publish {
         address: source.0,
         // A topic that arrived as a name is one again (empty on service → edge messages).
@@ -164,8 +182,15 @@ pub(crate) async fn forward_message(
         timeout: remaining(message.deadline()),
     };
     match target.publish(publish).await {
-        Ok(()) => message.done(),
-        Err(e) => message.error(kind.map(e)),
+        Ok(()) => {
+            metrics.message(kind, ErrorCode::OK, started.elapsed());
+            message.done();
+        }
+        Err(e) => {
+            let e = kind.map(e);
+            metrics.message(kind, e.code(), started.elapsed());
+            message.error(e);
+        }
     }
 }
 
@@ -177,6 +202,7 @@ pub(crate) async fn forward_stream(
     source: Source,
     kind: TargetKind,
     open_timeout: std::time::Duration,
+    metrics: Arc<Metrics>,
 ) {
     let open = OpenStream {
         address: source.0,
@@ -184,10 +210,16 @@ pub(crate) async fn forward_stream(
     };
     match target.open_stream(open, Some(open_timeout)).await {
         Ok((mut far, accept_metadata)) => match incoming.accept(accept_metadata) {
-            Ok(near) => splice(near, far, kind).await,
+            Ok(near) => {
+                let _open = metrics.stream_relayed();
+                splice(near, far, kind, &metrics).await;
+            }
             // The opener withdrew while the target decided: the target must not take the
             // stream for one that ended cleanly with no data (dropping `far` sends FIN).
-            Err(_) => far.reset(ErrorCode::CANCELLED, "the opener withdrew the stream"),
+            Err(_) => {
+                metrics.stream_reset(ErrorCode::CANCELLED);
+                far.reset(ErrorCode::CANCELLED, "the opener withdrew the stream");
+            }
         },
         Err(e) => {
             let e = kind.map(e);
@@ -196,14 +228,16 @@ pub(crate) async fn forward_stream(
     }
 }
 
-/// Answers a request that cannot be routed.
-pub(crate) fn refuse_request(request: Request, error: Error) {
+/// Answers a request (towards `kind`) that cannot be routed.
+pub(crate) fn refuse_request(request: Request, error: Error, kind: TargetKind, metrics: &Metrics) {
+    metrics.rpc(kind, error.code(), std::time::Duration::ZERO);
     request.respond(Err(error));
 }
 
 /// Answers a message that cannot be routed (a fire-and-forget one is dropped: its sender
 /// asked for no outcome).
-pub(crate) fn refuse_message(message: Message, error: Error) {
+pub(crate) fn refuse_message(message: Message, error: Error, kind: TargetKind, metrics: &Metrics) {
+    metrics.message(kind, error.code(), std::time::Duration::ZERO);
     if message.ack_wanted() {
         message.error(error);
     }

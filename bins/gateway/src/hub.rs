@@ -4,12 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use proto_core::RegistrationKind;
 use tether_tokio::Connection;
 
 use crate::config::GatewayConfig;
+use crate::metrics::{Metrics, PeerRole};
 use crate::routing::{RouteKey, choose_by};
 
 /// A connected service.
@@ -21,6 +23,10 @@ pub(crate) struct ServiceLink {
     pub(crate) name: String,
     /// Its connection.
     pub(crate) conn: Connection,
+    /// Its address.
+    pub(crate) addr: SocketAddr,
+    /// When it was admitted.
+    pub(crate) connected_at: SystemTime,
 }
 
 impl ServiceLink {
@@ -54,6 +60,8 @@ pub(crate) struct EdgeSession {
     pub(crate) metadata: Bytes,
     /// Its offline event was sent (exactly once per session).
     pub(crate) offline_sent: AtomicBool,
+    /// When it was admitted.
+    pub(crate) connected_at: SystemTime,
 }
 
 /// The gateway's shared state.
@@ -63,6 +71,8 @@ pub(crate) struct Hub {
     pub(crate) config: GatewayConfig,
     /// The protocol configuration of every connection.
     pub(crate) core: proto_core::Config,
+    /// The Prometheus metrics.
+    pub(crate) metrics: Arc<Metrics>,
     services: Mutex<BTreeMap<u64, Arc<ServiceLink>>>,
     edges: Mutex<HashMap<u64, Arc<EdgeSession>>>,
     next_service: AtomicU64,
@@ -83,6 +93,7 @@ impl Hub {
         Hub {
             core: config.core_config(),
             config,
+            metrics: Arc::new(Metrics::new()),
             services: Mutex::new(BTreeMap::new()),
             edges: Mutex::new(HashMap::new()),
             next_service: AtomicU64::new(1),
@@ -188,5 +199,38 @@ impl Hub {
         if edges.get(&id).is_some_and(|s| s.session == session) {
             edges.remove(&id);
         }
+    }
+}
+
+/// The text a kicked peer's connection is closed with.
+pub(crate) const KICK_REASON: &str = "kicked by the operator";
+
+impl Hub {
+    /// The connected service `id`, unless its connection is already ending.
+    pub(crate) fn service(&self, id: u64) -> Option<Arc<ServiceLink>> {
+        let service = lock(&self.services).get(&id).cloned()?;
+        (!service.conn.is_closed()).then_some(service)
+    }
+
+    /// Closes the connection of service `id` with `KICKED`; whether a live one was closed.
+    pub(crate) fn kick_service(&self, id: u64) -> bool {
+        let Some(service) = self.service(id) else {
+            return false;
+        };
+        service
+            .conn
+            .close(proto_core::ErrorCode::KICKED, KICK_REASON);
+        self.metrics.kick(PeerRole::Service);
+        true
+    }
+
+    /// Closes the connection of edge `id` with `KICKED`; whether a live one was closed.
+    pub(crate) fn kick_edge(&self, id: u64) -> bool {
+        let Some(edge) = self.edge(id).filter(|e| !e.conn.is_closed()) else {
+            return false;
+        };
+        edge.conn.close(proto_core::ErrorCode::KICKED, KICK_REASON);
+        self.metrics.kick(PeerRole::Edge);
+        true
     }
 }

@@ -10,15 +10,20 @@
 //! - `ingress`: HTTP ingress, the HTTP → RPC relay and TCP port mappings;
 //! - [`transport`]: TLS, WebSocket, the caps and deadlines before the protocol handshake;
 //! - [`auth`]: static tokens;
+//! - [`control`]: the REST control plane, with `metrics` (Prometheus);
+//! - [`ctl`]: the `tether-gateway ctl` client of the control plane;
 //! - [`Gateway`]: the listeners and graceful shutdown.
 
 mod admit;
 pub mod auth;
 pub mod config;
+pub mod control;
+pub mod ctl;
 mod forward;
 mod hub;
 mod ingress;
 mod links;
+mod metrics;
 pub mod routing;
 mod server;
 mod splice;

@@ -13,6 +13,7 @@ use crate::forward::{
     refuse_message, refuse_request, refuse_stream,
 };
 use crate::hub::{EdgeSession, Hub, ServiceLink};
+use crate::metrics::Metrics;
 use crate::routing::RouteKey;
 
 /// Where one connection's traffic goes: the target connection, or why there is none.
@@ -114,50 +115,74 @@ impl Router for ToService {
 /// Serves a service: its calls, messages and streams go to the edge they address.
 pub(crate) async fn serve_service(hub: Arc<Hub>, link: Arc<ServiceLink>) {
     let source = Source::service(&link.name);
-    serve(link.conn.clone(), source, Arc::new(ToEdge(hub))).await;
+    let metrics = Arc::clone(&hub.metrics);
+    serve(link.conn.clone(), source, Arc::new(ToEdge(hub)), metrics).await;
 }
 
 /// Serves an edge: its calls go to a service that registered the method, its messages to
 /// one that takes the topic, its streams to the service it names.
 pub(crate) async fn serve_edge(hub: Arc<Hub>, session: Arc<EdgeSession>) {
     let key = RouteKey::for_edge(hub.config.hashby, session.id, session.addr.map(|a| a.ip()));
+    let metrics = Arc::clone(&hub.metrics);
     let router = Arc::new(ToService { hub, key });
-    serve(session.conn.clone(), Source::edge(session.id), router).await;
+    serve(
+        session.conn.clone(),
+        Source::edge(session.id),
+        router,
+        metrics,
+    )
+    .await;
 }
 
 /// Takes everything `conn` sends until it ends and forwards each item where `router`
 /// says, each on its own task.
-async fn serve<R: Router>(conn: Connection, source: Source, router: Arc<R>) {
+async fn serve<R: Router>(conn: Connection, source: Source, router: Arc<R>, metrics: Arc<Metrics>) {
     let requests = {
         let (conn, source, router) = (conn.clone(), source.clone(), Arc::clone(&router));
+        let metrics = Arc::clone(&metrics);
         async move {
             let budget = Budget::new();
             while let Some(request) = conn.next_request().await {
                 let held = budget.take(request.body().len()).await;
                 match router.request(&request) {
                     Ok(target) => {
-                        let forward =
-                            forward_request(held, request, target, source.clone(), R::KIND);
+                        let metrics = Arc::clone(&metrics);
+                        let forward = forward_request(
+                            held,
+                            request,
+                            target,
+                            source.clone(),
+                            R::KIND,
+                            metrics,
+                        );
                         tokio::spawn(forward);
                     }
-                    Err(e) => refuse_request(request, e),
+                    Err(e) => refuse_request(request, e, R::KIND, &metrics),
                 }
             }
         }
     };
     let messages = {
         let (conn, source, router) = (conn.clone(), source.clone(), Arc::clone(&router));
+        let metrics = Arc::clone(&metrics);
         async move {
             let budget = Budget::new();
             while let Some(message) = conn.next_message().await {
                 let held = budget.take(message.body().len()).await;
                 match router.message(&message) {
                     Ok(target) => {
-                        let forward =
-                            forward_message(held, message, target, source.clone(), R::KIND);
+                        let metrics = Arc::clone(&metrics);
+                        let forward = forward_message(
+                            held,
+                            message,
+                            target,
+                            source.clone(),
+                            R::KIND,
+                            metrics,
+                        );
                         tokio::spawn(forward);
                     }
-                    Err(e) => refuse_message(message, e),
+                    Err(e) => refuse_message(message, e, R::KIND, &metrics),
                 }
             }
         }
@@ -166,8 +191,15 @@ async fn serve<R: Router>(conn: Connection, source: Source, router: Arc<R>) {
         while let Some(incoming) = conn.incoming_stream().await {
             match router.stream(&incoming) {
                 Ok(target) => {
-                    let forward =
-                        forward_stream(incoming, target, source.clone(), R::KIND, OPEN_TIMEOUT);
+                    let (kind, metrics) = (R::KIND, Arc::clone(&metrics));
+                    let forward = forward_stream(
+                        incoming,
+                        target,
+                        source.clone(),
+                        kind,
+                        OPEN_TIMEOUT,
+                        metrics,
+                    );
                     tokio::spawn(forward);
                 }
                 Err(e) => refuse_stream(incoming, e),

@@ -1,13 +1,47 @@
 //! `tether-gateway`: runs the gateway with embedded defaults; `--config FILE`, flags and
 //! `TETHER_*` environment variables override them (`--print-config` shows every key).
+//! `tether-gateway ctl ...` talks to a running gateway's control plane;
+//! `tether-gateway openapi` prints the control plane's OpenAPI description.
 
 use anyhow::Context;
 use clap::Parser;
 use tether_gateway::Gateway;
 use tether_gateway::config::{Cli, DEFAULT_CONFIG_YAML, LogFormat};
 
+/// The command line: the gateway's flags, or a subcommand.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "tether-gateway",
+    version,
+    about = "The Tether gateway: routes RPC, messages and streams between services and edges",
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    #[command(flatten)]
+    run: Cli,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Talks to a running gateway's control plane.
+    Ctl(tether_gateway::ctl::Ctl),
+    /// Prints the control plane's OpenAPI description (JSON).
+    Openapi,
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let args = Args::parse();
+    match args.command {
+        Some(Command::Ctl(ctl)) => return tether_gateway::ctl::run(&ctl),
+        Some(Command::Openapi) => {
+            print!("{}", tether_gateway::control::openapi::to_json());
+            return Ok(());
+        }
+        None => {}
+    }
+    let cli = args.run;
     if cli.print_config {
         print!("{DEFAULT_CONFIG_YAML}");
         return Ok(());
@@ -24,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             .context("cannot bind the listeners")?;
         tracing::info!(role = "service", addr = %gateway.service_addr()?, "listening");
         tracing::info!(role = "edge", addr = %gateway.edge_addr()?, "listening");
+        tracing::info!(role = "control", addr = %gateway.control_addr()?, "listening");
         if let Some(addr) = gateway.http_ingress_addr() {
             tracing::info!(role = "http-ingress", addr = %addr?, "listening");
         }

@@ -13,11 +13,13 @@ use tokio::task::JoinSet;
 
 use crate::admit::{admit_edge, admit_service};
 use crate::config::{GatewayConfig, TcpMapping};
+use crate::control::ControlPlane;
 use crate::hub::Hub;
 use crate::ingress::Ingress;
+use crate::metrics::{HandshakeResult, PeerRole};
 use crate::transport::admission::Admission;
 use crate::transport::tls::{self, ReloadableTls};
-use crate::transport::{OnRefused, Pipeline, accept_loop};
+use crate::transport::{OnRefused, Pipeline, Refusal, accept_loop};
 
 /// A gateway whose listeners are bound.
 #[derive(Debug)]
@@ -29,6 +31,7 @@ pub struct Gateway {
     edge_pipeline: Pipeline,
     hangup: tls::Hangup,
     ingress: Ingress,
+    control: ControlPlane,
 }
 
 /// Loads a listener's TLS section, if any.
@@ -67,6 +70,7 @@ impl Gateway {
         let services = TcpListener::bind(config.service_listen).await?;
         let edges = TcpListener::bind(config.edge_listen).await?;
         let ingress = Ingress::bind(&config).await?;
+        let control = ControlPlane::bind(&config).await?;
         Ok(Gateway {
             hub: Arc::new(Hub::new(config)),
             services,
@@ -75,6 +79,7 @@ impl Gateway {
             edge_pipeline,
             hangup: tls::Hangup::listen(),
             ingress,
+            control,
         })
     }
 
@@ -98,7 +103,13 @@ impl Gateway {
         self.ingress.tcp_addrs()
     }
 
-    /// Serves until `shutdown` resolves, then drains and returns.
+    /// The bound control-plane address (loopback when no control token is set).
+    pub fn control_addr(&self) -> std::io::Result<SocketAddr> {
+        self.control.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns. The control plane serves
+    /// until the end (`/readyz` answers 503 while draining).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Gateway {
             hub,
@@ -108,13 +119,31 @@ impl Gateway {
             edge_pipeline,
             hangup,
             ingress,
+            control,
         } = self;
+        let (stop_control, control_stopped) = watch::channel(false);
+        let control = tokio::spawn(control.run(Arc::clone(&hub), control_stopped));
         let (stop, stopped) = watch::channel(false);
         let ingress = tokio::spawn(ingress.run(Arc::clone(&hub), stopped.clone()));
         let reloadable = [&service_pipeline.tls, &edge_pipeline.tls];
         let reloadable = reloadable.into_iter().flatten().cloned().collect();
         tokio::spawn(tls::watch(reloadable, hangup, stopped.clone()));
-        let refused: OnRefused = Arc::new(|_role, _why| {});
+        let metrics = Arc::clone(&hub.metrics);
+        let refused: OnRefused = Arc::new(move |role, why| {
+            let role = if role == "service" {
+                PeerRole::Service
+            } else {
+                PeerRole::Edge
+            };
+            let result = match why {
+                Refusal::Overloaded => HandshakeResult::Overloaded,
+                Refusal::Tls => HandshakeResult::TlsFailed,
+                Refusal::Timeout => HandshakeResult::Timeout,
+                Refusal::WebSocket => HandshakeResult::ProtocolError,
+                Refusal::Io => HandshakeResult::Abandoned,
+            };
+            metrics.handshake(role, result);
+        });
         let service_loop = {
             let (hub, stopped, refused) = (Arc::clone(&hub), stopped.clone(), refused.clone());
             async move {
@@ -171,10 +200,12 @@ impl Gateway {
             service
                 .conn
                 .go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+            hub.metrics.goaway(PeerRole::Service);
         }
         for edge in hub.edges() {
             edge.conn
                 .go_away(ErrorCode::GOING_AWAY, "the gateway is shutting down");
+            hub.metrics.goaway(PeerRole::Edge);
         }
         // Connections close themselves once drained (or at their drain deadline).
         let all = async {
@@ -189,6 +220,8 @@ impl Gateway {
         if peers.is_err() {
             tracing::warn!("some connections did not finish draining in time");
         }
+        let _ = stop_control.send(true);
+        let _ = control.await;
         tracing::info!("stopped");
     }
 }

@@ -12,6 +12,7 @@ use proto_core::ErrorCode;
 use tether_tokio::{Error, Stream};
 
 use crate::forward::TargetKind;
+use crate::metrics::Metrics;
 
 /// Largest chunk taken from one side at a time.
 const CHUNK: usize = 64 * 1024;
@@ -45,6 +46,7 @@ fn code_of(e: &io::Error, stream: &Stream, kind: TargetKind) -> (ErrorCode, Stri
 fn poll_direction(
     cx: &mut Context<'_>,
     dir: &mut Direction,
+    metrics: &Metrics,
     (from, from_kind): (&mut Stream, TargetKind),
     (to, to_kind): (&mut Stream, TargetKind),
 ) -> Poll<()> {
@@ -59,6 +61,7 @@ fn poll_direction(
                 Poll::Ready(Err(e)) => {
                     // The far side stopped reading: tell the sender, with its code.
                     let (code, _) = code_of(&e, to, to_kind);
+                    metrics.stream_reset(code);
                     from.stop(code);
                     dir.done = true;
                 }
@@ -67,13 +70,17 @@ fn poll_direction(
             continue;
         }
         match from.poll_read_chunk(cx, CHUNK) {
-            Poll::Ready(Ok(Some(chunk))) => dir.pending = Some(chunk),
+            Poll::Ready(Ok(Some(chunk))) => {
+                metrics.traffic(to_kind).relayed(chunk.len());
+                dir.pending = Some(chunk);
+            }
             Poll::Ready(Ok(None)) => {
                 let _ = to.finish();
                 dir.done = true;
             }
             Poll::Ready(Err(e)) => {
                 let (code, text) = code_of(&e, from, from_kind);
+                metrics.stream_reset(code);
                 to.reset(code, &text);
                 dir.done = true;
             }
@@ -84,13 +91,20 @@ fn poll_direction(
 }
 
 /// Relays between `near` (the opener's stream) and `far` (the target's, whose peer is a
-/// `far_kind`) until both directions have ended.
-pub(crate) async fn splice(mut near: Stream, mut far: Stream, far_kind: TargetKind) {
+/// `far_kind`) until both directions have ended, counting bytes and resets in `metrics`.
+pub(crate) async fn splice(
+    mut near: Stream,
+    mut far: Stream,
+    far_kind: TargetKind,
+    metrics: &Metrics,
+) {
     let near_kind = far_kind.opposite();
     let (mut out, mut back) = (Direction::default(), Direction::default());
     poll_fn(|cx| {
-        let forward = poll_direction(cx, &mut out, (&mut near, near_kind), (&mut far, far_kind));
-        let backward = poll_direction(cx, &mut back, (&mut far, far_kind), (&mut near, near_kind));
+        let (near_side, far_side) = ((&mut near, near_kind), (&mut far, far_kind));
+        let forward = poll_direction(cx, &mut out, metrics, near_side, far_side);
+        let (near_side, far_side) = ((&mut near, near_kind), (&mut far, far_kind));
+        let backward = poll_direction(cx, &mut back, metrics, far_side, near_side);
         if forward.is_ready() && backward.is_ready() {
             Poll::Ready(())
         } else {

@@ -169,6 +169,7 @@ async fn flags_override_the_file() {
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "info")
+        .env("TETHER_CONTROL_LISTEN", "127.0.0.1:0")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

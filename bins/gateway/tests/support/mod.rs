@@ -15,6 +15,8 @@ pub(crate) struct GatewayProcess {
     pub(crate) child: Child,
     pub(crate) service_addr: SocketAddr,
     pub(crate) edge_addr: SocketAddr,
+    /// The control plane (`--control-listen`, by default `127.0.0.1:0` here).
+    pub(crate) control_addr: SocketAddr,
     /// Log lines (stderr) after the listening lines.
     pub(crate) logs: mpsc::UnboundedReceiver<String>,
 }
@@ -55,6 +57,8 @@ impl GatewayProcess {
             .args(listen)
             .args(args)
             .env("RUST_LOG", "info")
+            // A free port unless a test sets its own (flags override the variable).
+            .env("TETHER_CONTROL_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -73,15 +77,16 @@ impl GatewayProcess {
                 }
             }
         });
-        let (mut service_addr, mut edge_addr) = (None, None);
+        let (mut service_addr, mut edge_addr, mut control_addr) = (None, None, None);
         let started = async {
-            while service_addr.is_none() || edge_addr.is_none() {
+            while service_addr.is_none() || edge_addr.is_none() || control_addr.is_none() {
                 let line = logs
                     .recv()
                     .await
                     .expect("the gateway exited before listening");
                 service_addr = service_addr.or_else(|| listening(&line, "service"));
                 edge_addr = edge_addr.or_else(|| listening(&line, "edge"));
+                control_addr = control_addr.or_else(|| listening(&line, "control"));
             }
         };
         tokio::time::timeout(Duration::from_secs(20), started)
@@ -91,6 +96,7 @@ impl GatewayProcess {
             child,
             service_addr: service_addr.expect("service address"),
             edge_addr: edge_addr.expect("edge address"),
+            control_addr: control_addr.expect("control address"),
             logs,
         }
     }
@@ -185,6 +191,7 @@ pub(crate) struct Finished {
 pub(crate) async fn run_gateway_to_exit(args: &[&str], env: &[(&str, &str)]) -> Finished {
     let run = Command::new(env!("CARGO_BIN_EXE_tether-gateway"))
         .args(args)
+        .env("TETHER_CONTROL_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -279,3 +286,66 @@ impl GatewayProcess {
 }
 
 // ===== End of the ingress helpers =====
+
+// ===== Helpers for control.rs and metrics.rs =====
+
+/// An answer of the control plane.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: hyper::HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends `method path` to the control plane at `addr`, with `token` as a bearer token.
+pub(crate) async fn control(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Answer {
+    use http_body_util::BodyExt as _;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let answer = sender.send_request(request).await.expect("an answer");
+        let status = answer.status().as_u16();
+        let headers = answer.headers().clone();
+        let body = answer
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    };
+    within(&format!("{method} {path}"), exchange).await
+}
+
+// ===== End of the control helpers =====
