@@ -6,10 +6,10 @@
 //! [`ConnectExt`]. Streams implement `futures_io::AsyncRead + AsyncWrite` (`close` sends
 //! FIN), so `futures-lite`'s and smol's I/O helpers work on them.
 //!
-//! With the `tls` feature, [`endpoint_dialer`] and [`ConnectExt::connect_url`] reach a
+//! With the `tls` feature, `endpoint_dialer` and `ConnectExt::connect_url` reach a
 //! gateway by URL: `host:port` or `tcp://host:port`, `tls://host:port` (futures-rustls)
 //! and, with the `websocket` feature too, `ws://host[:port][/path]` and
-//! `wss://host[:port][/path]` (async-tungstenite; see [`websocket`]). [`tls::ClientTls`]
+//! `wss://host[:port][/path]` (async-tungstenite; see `websocket`). `tls::ClientTls`
 //! builds the TLS configuration.
 //!
 //! ```

@@ -63,7 +63,9 @@ pub fn endpoint_dialer(
 }
 
 async fn dial(endpoint: &Endpoint, setup: Option<&TlsSetup>) -> io::Result<runtime::BoxTransport> {
-    let tcp = TcpStream::connect((endpoint.host(), endpoint.port())).await?;
+    let tcp = TcpStream::connect((endpoint.host(), endpoint.port()))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("{endpoint}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
     match (endpoint.scheme(), setup) {

@@ -109,11 +109,11 @@
 //!
 //! # TLS and WebSocket
 //!
-//! With the `tls` feature, [`endpoint_dialer`] and [`ConnectExt::connect_url`] reach a
+//! With the `tls` feature, `endpoint_dialer` and `ConnectExt::connect_url` reach a
 //! gateway by URL: `host:port` or `tcp://host:port` (plain TCP), `tls://host:port`
 //! (tokio-rustls) and, with the `websocket` feature too, `ws://host[:port][/path]` and
 //! `wss://host[:port][/path]` (tokio-tungstenite; binary messages carry the byte stream,
-//! see [`websocket`]). [`tls::ClientTls`] builds the TLS configuration (a private CA, a
+//! see `websocket`). `tls::ClientTls` builds the TLS configuration (a private CA, a
 //! client certificate for mTLS):
 //!
 //! ```no_run

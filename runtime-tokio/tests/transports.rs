@@ -181,6 +181,8 @@ async fn serve(
     peer: SocketAddr,
 ) -> Result<Accepted, String> {
     let ws_path = Arc::new(Mutex::new(None));
+    // tungstenite's callback type fixes the (large) error type.
+    #[allow(clippy::result_large_err)]
     let record_path = |path: Arc<Mutex<Option<String>>>| {
         move |req: &Request, resp: Response| {
             *path.lock().unwrap() = Some(req.uri().to_string());

@@ -15,7 +15,12 @@
 //! - [`Stream`] (tokio or futures-io `AsyncRead + AsyncWrite` behind the `tokio` and
 //!   `futures-io` features), [`Message`] and [`Request`], which must be answered and answer
 //!   with an error if dropped unanswered;
-//! - one [`Error`] type that mirrors the wire taxonomy.
+//! - one [`Error`] type that mirrors the wire taxonomy;
+//! - the transports' runtime-neutral halves: [`endpoint::Endpoint`] parses gateway URLs
+//!   (`host:port`, `tcp://`, `tls://`, `ws://`, `wss://`), `tls::ClientTls` (feature
+//!   `tls`) builds rustls client configurations, and `websocket::WsTransport` (feature
+//!   `websocket`) carries the byte stream in binary WebSocket messages for both runtimes
+//!   and the gateway. The runtime crates' `endpoint_dialer` puts them together.
 //!
 //! # Why a separate crate
 //!

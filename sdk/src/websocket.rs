@@ -137,6 +137,9 @@ fn io_error(e: WsError) -> Option<io::Error> {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => None,
         WsError::Io(e) => Some(e),
+        e @ WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            Some(io::Error::new(io::ErrorKind::ConnectionReset, e))
+        }
         e @ (WsError::Capacity(_) | WsError::Utf8(_) | WsError::Protocol(_)) => {
             Some(io::Error::new(io::ErrorKind::InvalidData, e))
         }

@@ -2,7 +2,12 @@
 //! order of precedence. [`Cli::resolve`] produces the effective [`EdgeConfig`].
 //!
 //! ```yaml
-//! gateway: gateway.example.net:30012
+//! gateway: gateway.example.net:30012   # or tls://, ws://, wss:// URLs
+//! tls:                   # for tls:// and wss:// gateways (optional)
+//!   ca: ca.pem           # trust this CA instead of the Mozilla roots
+//!   cert: edge.pem       # client certificate for mutual TLS (with key)
+//!   key: edge.key
+//!   server_name: gw.internal   # check the certificate against this name
 //! id: 42                 # the edge id to ask for (optional)
 //! metadata: sn-0042      # for the gateway's hooks (optional)
 //! token: secret          # for the gateway's auth hook (optional)
@@ -21,6 +26,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use serde::Deserialize;
+use tether_smol::endpoint::{Endpoint, Scheme};
 
 /// Which driver runs the agent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -77,11 +83,33 @@ pub(crate) struct Expose {
     pub(crate) kind: Kind,
 }
 
+/// TLS settings for `tls://` and `wss://` gateways (file section `tls`, or flags).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TlsOptions {
+    /// PEM file of the CA(s) to trust instead of the Mozilla roots.
+    pub(crate) ca: Option<PathBuf>,
+    /// PEM file of the client certificate chain, for mutual TLS.
+    pub(crate) cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub(crate) key: Option<PathBuf>,
+    /// The name to check the gateway's certificate against, instead of the URL's host.
+    pub(crate) server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// Whether any setting is given.
+    pub(crate) fn is_set(&self) -> bool {
+        *self != TlsOptions::default()
+    }
+}
+
 /// The YAML file's top level; every key is optional.
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileConfig {
     gateway: Option<String>,
+    tls: TlsOptions,
     id: Option<u64>,
     metadata: Option<String>,
     token: Option<String>,
@@ -92,8 +120,11 @@ struct FileConfig {
 /// The effective configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EdgeConfig {
-    /// The gateway's edge address, `HOST:PORT`.
-    pub(crate) gateway: String,
+    /// The gateway's edge address: `HOST:PORT` or a `tcp://`, `tls://`, `ws://` or `wss://`
+    /// URL.
+    pub(crate) gateway: Endpoint,
+    /// TLS settings (only with a `tls://` or `wss://` gateway).
+    pub(crate) tls: TlsOptions,
     /// The edge id to ask for.
     pub(crate) id: Option<u64>,
     /// Metadata for the gateway's hooks.
@@ -191,12 +222,27 @@ fn parse_expose(text: &str) -> Result<Expose, String> {
     about = "The Tether edge agent: exposes local TCP services to the gateway"
 )]
 pub(crate) struct Cli {
-    /// YAML configuration file (keys: gateway, id, metadata, token, driver, expose).
+    /// YAML configuration file (keys: gateway, tls, id, metadata, token, driver, expose).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
-    /// The gateway's edge address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The gateway's edge address: HOST:PORT (plain TCP) or a tcp://, tls://,
+    /// ws://HOST[:PORT][/PATH] or wss://HOST[:PORT][/PATH] URL.
+    #[arg(long, value_name = "URL")]
     pub(crate) gateway: Option<String>,
+    /// PEM file of the CA(s) to trust for a tls:// or wss:// gateway [default: the Mozilla
+    /// roots].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+    /// PEM file of a client certificate chain, for mutual TLS (with --key).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
+    /// Checks the gateway's certificate against NAME (and sends it as SNI) instead of the
+    /// URL's host.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) server_name: Option<String>,
     /// The edge id to ask for [default: the gateway assigns one].
     #[arg(long)]
     pub(crate) id: Option<u64>,
@@ -254,16 +300,41 @@ impl Cli {
         let gateway = self.gateway.clone().or(file.gateway).ok_or_else(|| {
             invalid(
                 "gateway",
-                "required (--gateway HOST:PORT or the file's gateway key)".into(),
+                "required (--gateway URL or the file's gateway key)".into(),
             )
         })?;
-        check_address(&gateway).map_err(|problem| invalid("gateway", problem))?;
+        let gateway = Endpoint::parse(&gateway).map_err(|e| invalid("gateway", e.text()))?;
+        let tls = TlsOptions {
+            ca: self.ca.clone().or(file.tls.ca),
+            cert: self.cert.clone().or(file.tls.cert),
+            key: self.key.clone().or(file.tls.key),
+            server_name: self.server_name.clone().or(file.tls.server_name),
+        };
+        if tls.cert.is_some() != tls.key.is_some() {
+            let problem = "a client certificate needs both cert and key (--cert and --key)";
+            return Err(invalid("tls", problem.into()));
+        }
+        if tls.is_set() && !gateway.uses_tls() {
+            let problem = format!(
+                "TLS settings given but the gateway {gateway} does not use TLS \
+                 (use a tls:// or wss:// URL)"
+            );
+            return Err(invalid("tls", problem));
+        }
+        let driver = self.driver.or(file.driver).unwrap_or_default();
+        // TLS settings without a TLS scheme were refused above.
+        if driver == Driver::Mio && gateway.scheme() != Scheme::Tcp {
+            let problem =
+                format!("the mio driver speaks plain TCP only; {gateway} needs --driver smol");
+            return Err(invalid("driver", problem));
+        }
         Ok(EdgeConfig {
             gateway,
+            tls,
             id: self.id.or(file.id),
             metadata: self.metadata.clone().or(file.metadata).unwrap_or_default(),
             token: self.token.clone().or(file.token).unwrap_or_default(),
-            driver: self.driver.or(file.driver).unwrap_or_default(),
+            driver,
             exposes,
         })
     }
@@ -273,6 +344,7 @@ impl Cli {
 mod tests {
     use super::*;
     use clap::Parser as _;
+    use std::path::Path;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("tether-edge").chain(args.iter().copied())).unwrap()
@@ -298,7 +370,7 @@ mod tests {
         ])
         .resolve()
         .unwrap();
-        assert_eq!(config.gateway, "gw:30012");
+        assert_eq!(config.gateway.to_string(), "tcp://gw:30012");
         assert_eq!(config.id, Some(7));
         assert_eq!(config.driver, Driver::Mio);
         let names: Vec<_> = config.exposes.iter().map(|e| e.name.as_str()).collect();
@@ -373,7 +445,7 @@ mod tests {
         ])
         .resolve()
         .unwrap();
-        assert_eq!(config.gateway, "other:2");
+        assert_eq!(config.gateway.to_string(), "tcp://other:2");
         assert_eq!(config.metadata, "m");
         assert_eq!(config.driver, Driver::Smol);
         let exposes: Vec<_> = config
@@ -446,5 +518,97 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn gateway_urls_and_tls_settings() {
+        let config = cli(&[
+            "--gateway",
+            "wss://gw.example.net/edges",
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "edge.pem",
+            "--key",
+            "edge.key",
+            "--server-name",
+            "gw.internal",
+            "--expose",
+            "a=h:1",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(config.gateway.to_string(), "wss://gw.example.net:443/edges");
+        assert_eq!(config.tls.ca.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(config.tls.cert.as_deref(), Some(Path::new("edge.pem")));
+        assert_eq!(config.tls.key.as_deref(), Some(Path::new("edge.key")));
+        assert_eq!(config.tls.server_name.as_deref(), Some("gw.internal"));
+
+        let file =
+            parse_file("gateway: tls://gw:1\ntls:\n  ca: a.pem\n  server_name: n\n").unwrap();
+        assert_eq!(file.tls.ca.as_deref(), Some(Path::new("a.pem")));
+        let e = file_error("tls:\n  cafile: x\n");
+        assert!(e.starts_with("tls") && e.contains("cafile"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("tether-edge-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edge.yaml");
+        std::fs::write(
+            &path,
+            "gateway: tls://gw:1\ntls:\n  ca: a.pem\n  server_name: n\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let config = cli(&["--config", path, "--ca", "b.pem", "--expose", "a=h:1"])
+            .resolve()
+            .unwrap();
+        assert_eq!(config.tls.ca.as_deref(), Some(Path::new("b.pem")));
+        assert_eq!(config.tls.server_name.as_deref(), Some("n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unusable_transport_settings_are_refused() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--gateway", "http://gw:80"],
+                "gateway: gateway address \"http://gw:80\": unknown scheme",
+            ),
+            (&["--gateway", "ws://gw/a#b"], "gateway: "),
+            (
+                &["--gateway", "tls://gw:1", "--cert", "c.pem"],
+                "tls: a client certificate needs both",
+            ),
+            (
+                &["--gateway", "gw:1", "--ca", "ca.pem"],
+                "tls: TLS settings given but the gateway tcp://gw:1 does not use TLS",
+            ),
+            (
+                &["--gateway", "ws://gw", "--server-name", "n"],
+                "tls: TLS settings given",
+            ),
+            (
+                &["--gateway", "wss://gw", "--driver", "mio"],
+                "driver: the mio driver speaks plain TCP only",
+            ),
+            (
+                &["--gateway", "ws://gw", "--driver", "mio"],
+                "driver: the mio driver speaks plain TCP only",
+            ),
+        ];
+        for (args, expected) in cases {
+            let mut args = args.to_vec();
+            args.extend(["--expose", "a=h:1"]);
+            let e = cli(&args).resolve().unwrap_err().to_string();
+            assert!(e.starts_with(expected), "{args:?}: {e}");
+        }
+        let config = cli(&[
+            "--gateway",
+            "tcp://gw:1",
+            "--driver",
+            "mio",
+            "--expose",
+            "a=h:1",
+        ]);
+        assert_eq!(config.resolve().unwrap().driver, Driver::Mio);
     }
 }

@@ -7,11 +7,14 @@
 //!
 //! ```sh
 //! tether-edge --gateway gw.example.net:30012 --id 42 --expose ssh=127.0.0.1:22
+//! tether-edge --gateway wss://gw.example.net/tether --ca ca.pem --cert edge.pem --key edge.key \
+//!     --expose web=127.0.0.1:8080
 //! tether-edge --config edge.yaml --driver mio
 //! ```
 //!
-//! Two drivers: `smol` (default; the async SDK on a single-threaded smol executor) and
-//! `mio` (`tether-mio`'s raw event loop). For constrained devices, build with
+//! Two drivers: `smol` (default; the async SDK on a single-threaded smol executor; plain
+//! TCP, TLS, WebSocket and WebSocket over TLS gateways) and `mio` (`tether-mio`'s raw event
+//! loop; plain TCP only). For constrained devices, build with
 //! `cargo build --profile release-small -p tether-edge`.
 
 mod config;

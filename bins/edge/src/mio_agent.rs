@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use tether_mio::{AgentConfig, AgentEvent};
+use tether_smol::endpoint::Scheme;
 
 use crate::config::EdgeConfig;
 
@@ -18,7 +19,17 @@ pub(crate) fn run(config: EdgeConfig) -> Result<(), Box<dyn std::error::Error>> 
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let mut agent = AgentConfig::new(resolve("gateway", &config.gateway)?);
+    // `Cli::resolve` refuses these already; the driver says so again rather than
+    // connecting in the clear.
+    if config.gateway.scheme() != Scheme::Tcp || config.tls.is_set() {
+        return Err(format!(
+            "the mio driver speaks plain TCP only; {} and TLS settings need --driver smol",
+            config.gateway
+        )
+        .into());
+    }
+    let gateway = config.gateway.authority();
+    let mut agent = AgentConfig::new(resolve("gateway", &gateway)?);
     agent.requested_id = config.id;
     agent.metadata = Bytes::from(config.metadata);
     agent.token = Bytes::from(config.token);

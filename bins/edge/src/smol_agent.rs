@@ -12,9 +12,10 @@ use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
 use smol::net::TcpStream;
 use smol::{Async, Executor, Timer};
-use tether_smol::{Edge, IncomingStream, SmolRuntime, tcp_dialer};
+use tether_smol::tls::ClientTls;
+use tether_smol::{Edge, IncomingStream, SmolRuntime, endpoint_dialer, runtime};
 
-use crate::config::{EdgeConfig, Expose};
+use crate::config::{EdgeConfig, Expose, TlsOptions};
 use crate::pipe::pipe;
 
 /// How long a local connect may take before the stream is refused (the gateway gives the
@@ -25,6 +26,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until SIGTERM or ctrl-c, then closes the edge gracefully.
 pub(crate) fn run(config: EdgeConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let dialer = gateway_dialer(&config)?;
     let signals = Signals::install()?;
     let executor = Arc::new(Executor::new());
     let runtime = Arc::new(SmolRuntime::with_executor(Arc::clone(&executor)));
@@ -44,7 +46,7 @@ pub(crate) fn run(config: EdgeConfig) -> Result<(), Box<dyn std::error::Error>> 
     );
     smol::block_on(executor.run(async {
         // Started inside the executor so its first tasks run at once.
-        let edge = builder.start(runtime, tcp_dialer(config.gateway))?;
+        let edge = builder.start(runtime, dialer)?;
         let serve = async {
             while let Some(incoming) = edge.incoming_stream().await {
                 dispatch(&executor, &exposes, incoming);
@@ -70,6 +72,34 @@ pub(crate) fn run(config: EdgeConfig) -> Result<(), Box<dyn std::error::Error>> 
         closed.or(cut_short).or(again).await;
         Ok(())
     }))
+}
+
+/// The dialer for the configured gateway URL: TLS files are read here, so a missing or
+/// malformed one stops the agent at start.
+fn gateway_dialer(config: &EdgeConfig) -> Result<runtime::Dialer, tether_smol::Error> {
+    let mut endpoint = config.gateway.clone();
+    let mut tls = None;
+    if endpoint.uses_tls() {
+        let TlsOptions {
+            ca,
+            cert,
+            key,
+            server_name,
+        } = &config.tls;
+        let mut client = ClientTls::new();
+        if let Some(ca) = ca {
+            client = client.ca_pem_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (cert, key) {
+            client = client.client_cert_pem_files(cert, key);
+        }
+        if let Some(name) = server_name {
+            client = client.server_name(name.clone());
+        }
+        endpoint = client.apply_server_name(endpoint);
+        tls = Some(client.build()?);
+    }
+    endpoint_dialer(endpoint, tls)
 }
 
 /// Refuses a stream for an unknown service at once; otherwise serves it on its own task.

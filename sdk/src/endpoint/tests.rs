@@ -14,7 +14,16 @@ fn refused(text: &str) -> String {
 
 #[test]
 fn good_urls_parse() {
-    let cases: &[(&str, Scheme, &str, u16, Option<&str>, &str)] = &[
+    // text, scheme, host, port, path, display
+    type Case = (
+        &'static str,
+        Scheme,
+        &'static str,
+        u16,
+        Option<&'static str>,
+        &'static str,
+    );
+    let cases: &[Case] = &[
         ("gw:30012", Scheme::Tcp, "gw", 30012, None, "tcp://gw:30012"),
         (
             "127.0.0.1:30012",
