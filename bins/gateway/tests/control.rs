@@ -28,7 +28,8 @@ const GUARDED: &[(&str, &str)] = &[
 async fn with_a_token_every_route_but_the_probes_needs_it() {
     let env = [("TETHER_CONTROL_TOKEN", "s3cret")];
     let mut gw = GatewayProcess::start_with_env(&[], &env).await;
-    gw.log_line("the control plane requires a bearer token").await;
+    gw.log_line("the control plane requires a bearer token")
+        .await;
     let addr = gw.control_addr;
     for &(method, path) in GUARDED {
         for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret!")] {

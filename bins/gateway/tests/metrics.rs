@@ -251,6 +251,7 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
         "timeout",
         "overloaded",
         "protocol_error",
+        "abandoned",
         "+Inf",
     ];
     for value in &values {

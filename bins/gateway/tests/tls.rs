@@ -14,8 +14,8 @@ use bytes::Bytes;
 use pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use support::*;
 use tether_tokio::endpoint::Endpoint;
-use tether_tokio::tls::ClientTls;
 use tether_tokio::endpoint_dialer;
+use tether_tokio::tls::ClientTls;
 use tether_tokio::{ConnectExt, Edge, Error, Service};
 
 type ClientConfig = Arc<tether_tokio::tls::rustls::ClientConfig>;
