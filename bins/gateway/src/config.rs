@@ -97,6 +97,8 @@ pub struct GatewayConfig {
     pub service_tls: Option<TlsConfig>,
     /// TLS (and mTLS, identity binding) on the edge listener. Default none: plain TCP.
     pub edge_tls: Option<TlsConfig>,
+    /// TLS (and mTLS) on the control listener. Default none: plain HTTP.
+    pub control_tls: Option<TlsConfig>,
     /// The protocol over WebSocket on the edge (and service) listener.
     #[serde(deserialize_with = "null_as_default")]
     pub websocket: WebSocketConfig,
@@ -185,6 +187,7 @@ impl Default for GatewayConfig {
             tcp_mappings: Vec::new(),
             service_tls: None,
             edge_tls: None,
+            control_tls: None,
             websocket: WebSocketConfig::default(),
             auth: AuthConfig::default(),
             admission: AdmissionConfig::default(),
@@ -366,19 +369,19 @@ impl GatewayConfig {
         let sections = [
             ("service_tls", &self.service_tls),
             ("edge_tls", &self.edge_tls),
+            ("control_tls", &self.control_tls),
         ];
         for (key, tls) in sections {
-            if let Some(tls) = tls {
-                tls.validate(key).map_err(|p| invalid(key, p))?;
+            let Some(tls) = tls else { continue };
+            if let Err(problem) = tls.validate(key) {
+                // The problem names its own key (`edge_tls.certs: ...`).
+                let (at, what) = problem.split_once(": ").unwrap_or((key, &problem));
+                return Err(invalid(at, what.to_owned()));
             }
-        }
-        if self
-            .service_tls
-            .as_ref()
-            .is_some_and(|t| t.identity.is_on())
-        {
-            let problem = "identity binding is for edges (edge_tls.identity)".into();
-            return Err(invalid("service_tls.identity", problem));
+            if key != "edge_tls" && tls.identity.is_on() {
+                let problem = "identity binding is for edges (edge_tls.identity)".into();
+                return Err(invalid(&format!("{key}.identity"), problem));
+            }
         }
         self.websocket
             .validate()
@@ -533,6 +536,8 @@ tcp_mappings: []
 service_tls: null
 # TLS on the edge listener (same keys as service_tls, plus identity).
 edge_tls: null
+# TLS on the control listener (certs, client_ca, client_auth as for service_tls).
+control_tls: null
 
 # The protocol in WebSocket binary messages (behind nginx or an HTTP load balancer).
 websocket:
@@ -727,7 +732,7 @@ mod tests {
             assert!(!key || commented, "no comment above {}", lines[i]);
             key
         });
-        assert_eq!(keys.count(), 13 + 2 + 6 + 3 + 4 + 10);
+        assert_eq!(keys.count(), 13 + 3 + 6 + 3 + 4 + 10);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `tether-gateway ctl`: a command-line client of a running gateway's control plane
-//! (HTTP/1.1 with hyper). Answers are printed as pretty JSON (`metrics` as Prometheus
+//! (HTTP/1.1 with hyper; https:// with rustls, `--ca` for a private CA, `--cert`/`--key`
+//! under mTLS). Answers are printed as pretty JSON (`metrics` as Prometheus
 //! text); an error answer prints the server's message and exits non-zero.
 //!
 //! The token comes from `TETHER_CONTROL_TOKEN` or `--token-file` (never a flag value,
 //! which would show in `ps`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -14,6 +16,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tether_tokio::tls::ClientTls;
+use tether_tokio::tls::rustls::{self, pki_types::ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// `ctl` and its options.
@@ -30,6 +35,16 @@ pub struct Ctl {
     /// A file holding the bearer token [default: the TETHER_CONTROL_TOKEN variable].
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// For an https:// URL: the CA certificate (PEM) that signed the control plane's
+    /// certificate [default: the public web roots].
+    #[arg(long, global = true, env = "TETHER_CONTROL_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For an https:// URL under mTLS: this client's certificate and key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -157,7 +172,17 @@ pub fn run(ctl: &Ctl) -> anyhow::Result<()> {
         ),
         None => std::env::var("TETHER_CONTROL_TOKEN").ok(),
     };
-    let client = Client::new(&ctl.control, token.filter(|t| !t.is_empty()))?;
+    let mut client = Client::new(&ctl.control, token.filter(|t| !t.is_empty()))?;
+    if client.https {
+        let mut tls = ClientTls::new();
+        if let Some(ca) = &ctl.ca {
+            tls = tls.ca_pem_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&ctl.cert, &ctl.key) {
+            tls = tls.client_cert_pem_files(cert, key);
+        }
+        client.tls = Some(tls.build()?);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -268,6 +293,12 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
 struct Client {
     /// `host:port`.
     authority: String,
+    /// The host, for TLS server name checks.
+    host: String,
+    /// Whether the URL is https://.
+    https: bool,
+    /// The TLS configuration, for https://.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// A path prefix, without the final `/`.
     prefix: String,
     token: Option<String>,
@@ -278,15 +309,21 @@ impl Client {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("{url:?} is not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            bail!("{url:?}: only http:// control URLs are supported");
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => bail!("{url:?}: the control URL must be http:// or https://"),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| anyhow!("{url:?} has no host"))?;
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = authority.host().trim_matches(['[', ']']).to_owned();
         Ok(Client {
             authority: format!("{}:{port}", authority.host()),
+            host,
+            https,
+            tls: None,
             prefix: uri.path().trim_end_matches('/').to_owned(),
             token,
         })
@@ -299,26 +336,19 @@ impl Client {
             let stream = TcpStream::connect(&self.authority)
                 .await
                 .with_context(|| format!("cannot connect to {}", self.authority))?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let mut request = Request::builder()
-                .method(method)
-                .uri(format!("{}{path}", self.prefix))
-                .header(hyper::header::HOST, &self.authority);
-            if let Some(token) = &self.token {
-                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            match &self.tls {
+                None => self.exchange(stream, method, path).await,
+                Some(config) => {
+                    let name = ServerName::try_from(self.host.clone())
+                        .with_context(|| format!("{:?} is not a TLS server name", self.host))?;
+                    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                    let stream = connector
+                        .connect(name, stream)
+                        .await
+                        .with_context(|| format!("TLS with {} failed", self.authority))?;
+                    self.exchange(stream, method, path).await
+                }
             }
-            let answer = sender
-                .send_request(request.body(Empty::<Bytes>::new())?)
-                .await?;
-            let status = answer.status();
-            let body = Limited::new(answer.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| anyhow!("reading the answer: {e}"))?
-                .to_bytes();
-            anyhow::Ok((status, body))
         };
         let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
             .await
@@ -331,6 +361,38 @@ impl Client {
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("{status}: {message}")
+    }
+
+    /// One request and its answer over an established connection.
+    async fn exchange<IO>(
+        &self,
+        io: IO,
+        method: Method,
+        path: &str,
+    ) -> anyhow::Result<(StatusCode, Bytes)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, &self.authority);
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let answer = sender
+            .send_request(request.body(Empty::<Bytes>::new())?)
+            .await?;
+        let status = answer.status();
+        let body = Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((status, body))
     }
 
     /// Sends one request and reads its JSON answer (`null` for an empty one).

@@ -70,7 +70,8 @@ impl Gateway {
         let services = TcpListener::bind(config.service_listen).await?;
         let edges = TcpListener::bind(config.edge_listen).await?;
         let ingress = Ingress::bind(&config).await?;
-        let control = ControlPlane::bind(&config).await?;
+        let control_tls = load_tls("control", config.control_tls.as_ref())?;
+        let control = ControlPlane::bind(&config, control_tls).await?;
         Ok(Gateway {
             hub: Arc::new(Hub::new(config)),
             services,
@@ -122,11 +123,11 @@ impl Gateway {
             control,
         } = self;
         let (stop_control, control_stopped) = watch::channel(false);
+        let reloadable = [&service_pipeline.tls, &edge_pipeline.tls, &control.tls()];
+        let reloadable: Vec<_> = reloadable.into_iter().flatten().cloned().collect();
         let control = tokio::spawn(control.run(Arc::clone(&hub), control_stopped));
         let (stop, stopped) = watch::channel(false);
         let ingress = tokio::spawn(ingress.run(Arc::clone(&hub), stopped.clone()));
-        let reloadable = [&service_pipeline.tls, &edge_pipeline.tls];
-        let reloadable = reloadable.into_iter().flatten().cloned().collect();
         tokio::spawn(tls::watch(reloadable, hangup, stopped.clone()));
         let metrics = Arc::clone(&hub.metrics);
         let refused: OnRefused = Arc::new(move |role, why| {

@@ -16,6 +16,19 @@ use tether_tokio::{ConnectExt, Edge, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The value of the handshake counter for `role` and `result` in `/metrics`.
+async fn handshakes(gw: &GatewayProcess, role: &str, result: &str) -> f64 {
+    let answer = control(gw.control_addr, "GET", "/metrics", None).await;
+    let series = format!("tether_handshakes_total{{role=\"{role}\",result=\"{result}\"}} ");
+    answer
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{}", answer.body))
+        .parse()
+        .unwrap()
+}
+
 /// A connection that sends `bytes` and then nothing.
 async fn stall(addr: SocketAddr, bytes: &[u8]) -> (TcpStream, Instant) {
     stall_from("127.0.0.1", addr, bytes).await
@@ -117,6 +130,10 @@ async fn stalled_handshakes_are_cut_at_their_deadlines_while_new_connections_are
     // The admitted peers are unaffected by the cuts.
     let answer = within("rpc", edge.call("echo", Bytes::from_static(b"on"))).await;
     assert_eq!(answer.unwrap(), Bytes::from_static(b"on"));
+    // Each cut is counted as a timeout, on its listener.
+    assert_eq!(handshakes(&gw, "edge", "timeout").await, 2.0);
+    assert_eq!(handshakes(&gw, "service", "timeout").await, 2.0);
+    assert_eq!(handshakes(&gw, "edge", "accepted").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +208,8 @@ async fn floods_of_unauthenticated_connections_are_refused_at_accept() {
             "a stalled connection was cut early"
         );
     }
+    // Refusals at accept are counted (the fourth, the blocked edge's attempts, the seventh).
+    assert!(handshakes(&gw, "edge", "overloaded").await >= 3.0);
     // The established peers never noticed.
     for edge in &edges {
         assert!(edge.connection().is_some());

@@ -360,3 +360,38 @@ async fn a_broken_certificate_file_keeps_the_previous_certificates() {
     let edge = edge(&gw, 9, pki.trusting_server(Some(&device)));
     within("edge up", edge.wait_connected()).await.unwrap();
 }
+
+/// Runs `tether-gateway ctl` against `url` with `args` (the token in the environment).
+async fn ctl(url: &str, args: &[&str]) -> Finished {
+    let mut all = vec!["ctl", "--control", url];
+    all.extend_from_slice(args);
+    run_gateway_to_exit(&all, &[("TETHER_CONTROL_TOKEN", "ops")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_serves_https_and_ctl_speaks_it() {
+    let pki = Pki::new("control");
+    let (cert, key) = (yaml_path(&pki.server.cert), yaml_path(&pki.server.key));
+    let yaml = format!(
+        "service_listen: 127.0.0.1:0\nedge_listen: 127.0.0.1:0\ncontrol_token: ops\n\
+         control_tls:\n  certs: [{{cert: {cert}, key: {key}}}]\n"
+    );
+    let config = pki.dir.write("gateway.yaml", &yaml);
+    let gw = start(&config).await;
+    let url = format!("https://localhost:{}", gw.control_addr.port());
+    let ca = pki.dir.path("server-ca.pem").display().to_string();
+
+    let health = ctl(&url, &["--ca", &ca, "health"]).await;
+    assert_eq!(health.code, Some(0), "{}", health.stderr);
+    assert!(health.stdout.contains("ok"), "{}", health.stdout);
+    let edges = ctl(&url, &["--ca", &ca, "edges", "list"]).await;
+    assert_eq!(edges.code, Some(0), "{}", edges.stderr);
+    assert!(edges.stdout.contains("\"total\": 0"), "{}", edges.stdout);
+
+    // Without the private CA the certificate is not trusted; plain HTTP gets nowhere.
+    let untrusted = ctl(&url, &["health"]).await;
+    assert_ne!(untrusted.code, Some(0));
+    assert!(untrusted.stderr.contains("TLS"), "{}", untrusted.stderr);
+    let plain = ctl(&format!("http://{}", gw.control_addr), &["health"]).await;
+    assert_ne!(plain.code, Some(0));
+}

@@ -1,6 +1,6 @@
 //! The control listener: binding (loopback only without a token), the accept loop, and
 //! [`serve_connection`], which serves one accepted connection over any byte stream (a TCP
-//! socket today; a TLS stream can be passed the same way).
+//! socket, or a TLS stream with `control_tls`).
 //!
 //! Limits: request heads up to 16 KiB and 64 headers, read within 10 s; bodies up to
 //! 16 KiB (no route takes one); 10 s per request.
@@ -25,6 +25,7 @@ use super::auth::Token;
 use super::{ApiError, ControlState, openapi};
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use crate::transport::tls::ReloadableTls;
 
 /// The address of the HTTP client of a request (a request extension).
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +49,8 @@ pub(crate) struct ControlPlane {
     token: Option<Token>,
     /// `control_listen` as configured (the bound address may be loopback instead).
     configured: SocketAddr,
+    /// TLS (`control_tls`), if configured.
+    tls: Option<Arc<ReloadableTls>>,
 }
 
 /// Where to bind: `configured`, except that without a token a non-loopback address
@@ -63,14 +66,23 @@ fn bind_addr(configured: SocketAddr, has_token: bool) -> SocketAddr {
 
 impl ControlPlane {
     /// Binds `control_listen` (loopback only without `control_token`).
-    pub(crate) async fn bind(config: &GatewayConfig) -> io::Result<ControlPlane> {
+    pub(crate) async fn bind(
+        config: &GatewayConfig,
+        tls: Option<Arc<ReloadableTls>>,
+    ) -> io::Result<ControlPlane> {
         let token = config.control_token.as_ref().map(|t| t.0.as_bytes());
         let addr = bind_addr(config.control_listen, token.is_some());
         Ok(ControlPlane {
             listener: TcpListener::bind(addr).await?,
             token: token.map(|t| Token(Arc::from(t))),
             configured: config.control_listen,
+            tls,
         })
+    }
+
+    /// Its TLS configuration, to reload with the others.
+    pub(crate) fn tls(&self) -> Option<Arc<ReloadableTls>> {
+        self.tls.clone()
     }
 
     /// Logs whether a token is required, and warns when the configured address was
@@ -111,7 +123,26 @@ impl ControlPlane {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((socket, peer)) => {
-                        connections.spawn(serve_connection(router.clone(), socket, peer));
+                        let router = router.clone();
+                        match &self.tls {
+                            None => connections.spawn(serve_connection(router, socket, peer)),
+                            Some(tls) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                                connections.spawn(async move {
+                                    // The TLS handshake shares the request head's deadline.
+                                    let accept = acceptor.accept(socket);
+                                    match tokio::time::timeout(HEAD_TIMEOUT, accept).await {
+                                        Ok(Ok(stream)) => {
+                                            serve_connection(router, stream, peer).await;
+                                        }
+                                        Ok(Err(e)) => {
+                                            tracing::debug!(%peer, reason = %e, "control TLS failed");
+                                        }
+                                        Err(_) => tracing::debug!(%peer, "control TLS timed out"),
+                                    }
+                                })
+                            }
+                        };
                     }
                     Err(e) => tracing::debug!(reason = %e, "control accept failed"),
                 },
