@@ -232,6 +232,18 @@ pub trait ConnectExt {
         let endpoint = endpoint::Endpoint::parse(url)?;
         self.connect_with(endpoint_dialer(endpoint, tls)?)
     }
+
+    /// Like [`connect_url`](Self::connect_url), with the TLS settings of `tls`, including
+    /// its [`server_name`](tls::ClientTls::server_name) override (which a built rustls
+    /// configuration cannot carry). Fails on an invalid URL or unusable TLS files.
+    #[cfg(feature = "tls")]
+    fn connect_tls(self, url: &str, tls: &tls::ClientTls) -> Result<Self::Client, Error>
+    where
+        Self: Sized,
+    {
+        let endpoint = tls.apply_server_name(endpoint::Endpoint::parse(url)?);
+        self.connect_with(endpoint_dialer(endpoint, Some(tls.build()?))?)
+    }
 }
 
 impl ConnectExt for ServiceBuilder {

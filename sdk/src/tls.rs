@@ -125,7 +125,7 @@ impl ClientTls {
     /// Checks the gateway's certificate against `name` (and sends it as SNI) instead of
     /// the URL's host. [`build`](Self::build) validates it; dialers take it from
     /// [`Endpoint::with_tls_server_name`], which [`apply_server_name`](Self::apply_server_name)
-    /// sets from this builder.
+    /// sets from this builder. The runtimes' `ConnectExt::connect_tls` does both.
     pub fn server_name(mut self, name: impl Into<String>) -> ClientTls {
         self.server_name = Some(name.into());
         self

@@ -13,8 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use support::*;
-use tether_tokio::endpoint::Endpoint;
-use tether_tokio::endpoint_dialer;
 use tether_tokio::tls::ClientTls;
 use tether_tokio::{ConnectExt, Edge, Error, Service};
 
@@ -243,11 +241,9 @@ async fn sni_picks_among_several_certificate_pairs() {
     let url = format!("tls://127.0.0.1:{}", gw.edge_addr.port());
     let connect = |ca: &Path, name: &str| {
         let tls = ClientTls::new().ca_pem_file(ca).server_name(name);
-        let endpoint = tls.apply_server_name(Endpoint::parse(&url).unwrap());
-        let dialer = endpoint_dialer(endpoint, Some(tls.build().unwrap())).unwrap();
         Edge::builder()
             .reconnect(false)
-            .connect_with(dialer)
+            .connect_tls(&url, &tls)
             .unwrap()
     };
     for (ca, name) in [
