@@ -26,7 +26,7 @@ struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Talks to a running gateway's control plane.
-    Ctl(tether_gateway::ctl::Ctl),
+    Ctl(Box<tether_gateway::ctl::Ctl>),
     /// Prints the control plane's OpenAPI description (JSON).
     Openapi,
 }
