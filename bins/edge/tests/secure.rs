@@ -6,14 +6,12 @@
 //! gateway refuses its identity or it does not trust the gateway, and the start-up checks
 //! of transports and drivers.
 
-mod pki;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use pki::{Ca, Leaf, TempDir, yaml_path};
+use tether_testkit::pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use tether_testkit::{Output, gateway_binary, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,11 +38,16 @@ impl Pki {
     fn new(name: &str) -> Pki {
         let dir = TempDir::new(name);
         let server_ca = Ca::new("Tether test server CA");
-        let server = server_ca.server(&dir, "server", &["localhost", "gw.internal"]);
+        let server = server_ca.server(
+            &dir,
+            "server",
+            &["localhost", "gw.internal"],
+            Validity::Current,
+        );
         let server_ca = server_ca.write(&dir, "server-ca.pem");
         let device_ca = Ca::new("devices");
         let devices = device_ca.write(&dir, "devices-ca.pem");
-        let device = device_ca.client(&dir, "device", &DEVICE.to_string(), &[]);
+        let device = device_ca.client(&dir, "device", &DEVICE.to_string(), &[], Validity::Current);
         let yaml = format!(
             "service_listen: 127.0.0.1:0\n\
              edge_listen: 127.0.0.1:0\n\
@@ -174,10 +177,15 @@ async fn terminate(child: &mut Child, deadline: Instant) -> ExitStatus {
 
 /// The full secure path: the agent connects with `url`, and bytes round-trip through the
 /// gateway's TCP port mapping and HTTP ingress to the local servers it exposes.
-async fn relays_through(url: impl Fn(&Gateway) -> String, extra: &[&str], name: &str) {
+async fn relays_through(
+    url: impl Fn(&Gateway) -> String,
+    transport: &str,
+    extra: &[&str],
+    name: &str,
+) {
     let deadline = Instant::now() + BUDGET;
     let pki = Pki::new(name);
-    let gateway = Gateway::start(&pki.config, deadline).await;
+    let mut gateway = Gateway::start(&pki.config, deadline).await;
     let echo = echo_server().await;
     let web = http_server().await;
     let mut args = agent_args(
@@ -194,6 +202,13 @@ async fn relays_through(url: impl Fn(&Gateway) -> String, extra: &[&str], name: 
         outcome.contains("connected to the gateway") && outcome.contains(&format!("id={DEVICE}")),
         "the agent did not connect as {DEVICE}: {outcome}"
     );
+    // The gateway saw the transport the URL asks for (WebSocket and TLS share the port).
+    let expected = format!("transport=\"{transport}\"");
+    let admitted = |line: &str| {
+        (line.contains("role=\"edge\"") && line.contains(&expected)).then(|| line.to_owned())
+    };
+    let line = gateway.log.find(admitted, &expected, deadline).await;
+    assert!(line.contains(&format!("id={DEVICE}")), "{line}");
 
     // A small echo through the port mapping (retried while the gateway does not list the
     // edge yet), then 4 MiB both ways at once.
@@ -218,17 +233,16 @@ async fn relays_through(url: impl Fn(&Gateway) -> String, extra: &[&str], name: 
 
     let status = terminate(&mut edge, deadline).await;
     assert!(status.success(), "the agent exited with {status}");
-    drop(gateway.log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_with_mtls_relays_a_port_mapping_and_http_ingress() {
-    relays_through(Gateway::wss, &[], "wss").await;
+    relays_through(Gateway::wss, "wss", &[], "wss").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_mtls_relays_a_port_mapping_and_http_ingress() {
-    relays_through(Gateway::tls, &[], "tls").await;
+    relays_through(Gateway::tls, "tls", &[], "tls").await;
 }
 
 /// `--server-name`: a gateway dialed by IP address (its certificate names no IP) is checked
@@ -237,7 +251,13 @@ async fn tls_with_mtls_relays_a_port_mapping_and_http_ingress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_is_the_name_checked_for_a_gateway_dialed_by_ip() {
     let by_ip = |gw: &Gateway| format!("wss://127.0.0.1:{}/tether", gw.edge.port());
-    relays_through(by_ip, &["--server-name", "gw.internal"], "server-name").await;
+    relays_through(
+        by_ip,
+        "wss",
+        &["--server-name", "gw.internal"],
+        "server-name",
+    )
+    .await;
 
     let deadline = Instant::now() + BUDGET;
     let pki = Pki::new("server-name-wrong");
@@ -389,7 +409,13 @@ async fn the_mio_driver_refuses_tls_and_websocket_gateways() {
     // Loopback ports nothing listens on: had the agent started, it would only retry.
     let dead = dead_address().await;
     let wss = format!("wss://localhost:{}/tether", dead.port());
-    let mut with_tls = agent_args(&wss, &pki.server_ca, &pki.device, DEVICE, &[expose.clone()]);
+    let mut with_tls = agent_args(
+        &wss,
+        &pki.server_ca,
+        &pki.device,
+        DEVICE,
+        std::slice::from_ref(&expose),
+    );
     with_tls.extend(["--driver".to_owned(), "mio".to_owned()]);
     let cases = [
         with_tls,
@@ -448,7 +474,7 @@ async fn unusable_tls_settings_stop_the_agent_at_start() {
             &pki.server_ca,
             &pki.device,
             DEVICE,
-            &[expose.clone()],
+            std::slice::from_ref(&expose),
         );
         let (status, line) =
             refused_at_start(&as_strs(&args), "TLS settings given", deadline).await;

@@ -2,15 +2,14 @@
 //! their deadlines while new connections are still served, and the caps on
 //! unauthenticated connections refuse floods at accept time.
 
-mod pki;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pki::{Ca, TempDir, Validity, yaml_path};
 use support::*;
+use tether_testkit::pki::{Ca, TempDir, Validity, yaml_path};
 use tether_tokio::tls::ClientTls;
 use tether_tokio::{ConnectExt, Edge, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

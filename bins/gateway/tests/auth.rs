@@ -1,11 +1,10 @@
 //! Static tokens per role, checked in the handshake before any service hook runs.
 
-mod pki;
 mod support;
 
 use bytes::Bytes;
-use pki::TempDir;
 use support::*;
+use tether_testkit::pki::TempDir;
 use tether_tokio::{ConnectExt, Edge, Error, Service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

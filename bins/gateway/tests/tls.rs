@@ -3,7 +3,6 @@
 //! of bad certificate, SNI with several pairs, and reloading certificates while
 //! connections stay up.
 
-mod pki;
 mod support;
 
 use std::path::Path;
@@ -11,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use support::*;
+use tether_testkit::pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use tether_tokio::tls::ClientTls;
 use tether_tokio::{ConnectExt, Edge, Error, Service};
 

@@ -2,7 +2,6 @@
 //! started by the test on loopback and stopped by PID), directly over `ws://` and `wss://`,
 //! and on the service listener.
 
-mod pki;
 mod support;
 
 use std::net::SocketAddr;
@@ -11,8 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pki::{Ca, TempDir, Validity, yaml_path};
 use support::*;
+use tether_testkit::pki::{Ca, TempDir, Validity, yaml_path};
 use tether_tokio::tls::ClientTls;
 use tether_tokio::{ConnectExt, Edge, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

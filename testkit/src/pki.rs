@@ -1,9 +1,9 @@
 //! Certificates made at test time with rcgen: certificate authorities, server certificates
-//! for `localhost` / 127.0.0.1, and client certificates, written as PEM files into a
-//! per-test directory (removed on drop).
-#![allow(dead_code)]
+//! and client certificates, written as PEM files into a per-test directory (removed on
+//! drop). Nothing is checked in: certificates expire, so every run makes its own.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -12,24 +12,30 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 /// A directory for one test's files.
-pub(crate) struct TempDir(pub(crate) PathBuf);
+pub struct TempDir(
+    /// The directory.
+    pub PathBuf,
+);
 
 impl TempDir {
-    /// A new empty directory named after `name` and the process.
-    pub(crate) fn new(name: &str) -> TempDir {
-        let unique = format!("tether-{name}-{}-{}", std::process::id(), fastrand::u64(..));
+    /// A new empty directory named after `name`, the process and a counter.
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let unique = format!("tether-{name}-{}-{n}", std::process::id());
         let path = std::env::temp_dir().join(unique);
+        let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
 
     /// A path inside.
-    pub(crate) fn path(&self, file: &str) -> PathBuf {
+    pub fn path(&self, file: &str) -> PathBuf {
         self.0.join(file)
     }
 
     /// Writes `contents` to `file` and returns its path.
-    pub(crate) fn write(&self, file: &str, contents: &str) -> PathBuf {
+    pub fn write(&self, file: &str, contents: &str) -> PathBuf {
         let path = self.path(file);
         std::fs::write(&path, contents).unwrap();
         path
@@ -43,21 +49,25 @@ impl Drop for TempDir {
 }
 
 /// A certificate authority.
-pub(crate) struct Ca {
+pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, as PEM, and where they were written.
-pub(crate) struct Leaf {
-    pub(crate) cert_pem: String,
-    pub(crate) key_pem: String,
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
+pub struct Leaf {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM.
+    pub key_pem: String,
+    /// The certificate's file.
+    pub cert: PathBuf,
+    /// The key's file.
+    pub key: PathBuf,
 }
 
 /// How long a certificate is valid around now.
 #[derive(Clone, Copy)]
-pub(crate) enum Validity {
+pub enum Validity {
     /// From an hour ago for a day.
     Current,
     /// Expired an hour ago.
@@ -80,7 +90,7 @@ fn validity(params: &mut CertificateParams, validity: Validity) {
 
 impl Ca {
     /// A self-signed CA called `name`.
-    pub(crate) fn new(name: &str) -> Ca {
+    pub fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -95,12 +105,12 @@ impl Ca {
     }
 
     /// The CA certificate as PEM.
-    pub(crate) fn pem(&self) -> String {
+    pub fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// Writes the CA certificate to `dir/file`.
-    pub(crate) fn write(&self, dir: &TempDir, file: &str) -> PathBuf {
+    pub fn write(&self, dir: &TempDir, file: &str) -> PathBuf {
         dir.write(file, &self.pem())
     }
 
@@ -132,32 +142,22 @@ impl Ca {
         }
     }
 
-    /// A server certificate for `names` (DNS names; `127.0.0.1` is always added as an IP).
-    pub(crate) fn server(
-        &self,
-        dir: &TempDir,
-        file: &str,
-        names: &[&str],
-        valid: Validity,
-    ) -> Leaf {
-        let mut sans: Vec<SanType> = names
+    /// A server certificate for `names`: each an IP address (an IP SAN) or a DNS name.
+    pub fn server(&self, dir: &TempDir, file: &str, names: &[&str], valid: Validity) -> Leaf {
+        let sans = names
             .iter()
-            .map(|n| SanType::DnsName((*n).try_into().unwrap()))
+            .map(|n| match n.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*n).try_into().unwrap()),
+            })
             .collect();
-        sans.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let usage = ExtendedKeyUsagePurpose::ServerAuth;
-        self.sign(
-            dir,
-            file,
-            names.first().unwrap_or(&"server"),
-            sans,
-            usage,
-            valid,
-        )
+        let common_name = names.first().copied().unwrap_or("server");
+        self.sign(dir, file, common_name, sans, usage, valid)
     }
 
     /// A client certificate with subject CN `common_name` and the DNS SANs `sans`.
-    pub(crate) fn client(
+    pub fn client(
         &self,
         dir: &TempDir,
         file: &str,
@@ -175,6 +175,6 @@ impl Ca {
 }
 
 /// `path` as YAML text (quoted).
-pub(crate) fn yaml_path(path: &Path) -> String {
+pub fn yaml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
