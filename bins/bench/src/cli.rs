@@ -1,12 +1,13 @@
 //! Command-line arguments.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 /// Load generator for the Tether gateway: runs one scenario against a running gateway
-/// and prints one JSON object on stdout.
+/// (or one it starts with `--gateway-bin`) and prints one JSON object on stdout.
 #[derive(Debug, Parser)]
 #[command(name = "tether-bench", version)]
 pub(crate) struct Cli {
@@ -31,12 +32,22 @@ pub(crate) enum Scenario {
 /// Options every scenario takes.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Common {
-    /// The gateway's service listener.
-    #[arg(long)]
-    pub(crate) service_addr: String,
-    /// The gateway's edge listener.
-    #[arg(long)]
-    pub(crate) edge_addr: String,
+    /// The gateway's service listener (with `--gateway-bin`: where the started gateway
+    /// listens; a free loopback port if not given).
+    #[arg(long, required_unless_present = "gateway_bin")]
+    pub(crate) service_addr: Option<String>,
+    /// The gateway's edge listener (with `--gateway-bin`: as `--service-addr`).
+    #[arg(long, required_unless_present = "gateway_bin")]
+    pub(crate) edge_addr: Option<String>,
+    /// Start this tether-gateway binary for the run (and stop it after) instead of using
+    /// a running gateway; needed by every transport but tcp.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) gateway_bin: Option<PathBuf>,
+    /// How the bench's services and edges reach the gateway. tls and wss: tether-bench
+    /// makes a throwaway CA and a certificate for `localhost` and starts the gateway
+    /// (`--gateway-bin`) with TLS on both listeners; ws and wss: with WebSocket on both.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub(crate) transport: Transport,
     /// Measured seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) duration: u64,
@@ -69,7 +80,46 @@ impl Common {
         map.insert("scenario".into(), json!(scenario));
         map.insert("duration_secs".into(), json!(self.duration));
         map.insert("warmup_secs".into(), json!(self.warmup));
+        map.insert("transport".into(), json!(self.transport.as_str()));
+        let gateway = if self.gateway_bin.is_some() {
+            "started"
+        } else {
+            "external"
+        };
+        map.insert("gateway".into(), json!(gateway));
         map
+    }
+}
+
+/// The transport between the bench's clients and the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket over TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    pub(crate) fn uses_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    pub(crate) fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 }
 

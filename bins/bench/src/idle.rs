@@ -16,19 +16,30 @@ use tokio::net::TcpSocket;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::IdleArgs;
+use crate::cli::{IdleArgs, Transport};
+use crate::gateway::{Listener, Target};
 use crate::measure::Progress;
 use crate::procfs;
 
 pub(crate) async fn run(args: IdleArgs) -> anyhow::Result<Map<String, Value>> {
     let common = &args.common;
-    let gateway: SocketAddr = tokio::net::lookup_host(&common.edge_addr)
-        .await
-        .with_context(|| format!("resolving {}", common.edge_addr))?
-        .find(SocketAddr::is_ipv4)
-        .with_context(|| format!("{} has no IPv4 address", common.edge_addr))?;
+    if common.transport != Transport::Tcp {
+        anyhow::bail!(
+            "idle: the idle edges are bare protocol connections over TCP; --transport {} is \
+             not supported here",
+            common.transport.as_str()
+        );
+    }
+    // Before a started gateway, which inherits the limit.
     let nofile = raise_nofile(args.edges + 4096);
-    let pid = common.gateway_pid;
+    let target = Target::new(common).await?;
+    let edge_addr = target.addr(Listener::Edge);
+    let gateway: SocketAddr = tokio::net::lookup_host(edge_addr)
+        .await
+        .with_context(|| format!("resolving {edge_addr}"))?
+        .find(SocketAddr::is_ipv4)
+        .with_context(|| format!("{edge_addr} has no IPv4 address"))?;
+    let pid = target.pid().or(common.gateway_pid);
     let rss_before = pid.map(|p| procfs::rss_bytes(Some(p))).transpose()?;
 
     let progress = Progress::start(format!("idle connect {}", args.edges), "edges");

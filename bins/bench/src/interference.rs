@@ -12,13 +12,15 @@ use tether_tokio::{Edge, Service};
 use tokio::time::Instant;
 
 use crate::cli::InterferenceArgs;
+use crate::gateway::Target;
 use crate::measure::{self, Measured, Op, Progress};
 use crate::setup;
 
 pub(crate) async fn run(args: InterferenceArgs) -> anyhow::Result<Map<String, Value>> {
     let common = &args.common;
-    let service = setup::service(&common.service_addr, None).await?;
-    let edges = setup::edges(&common.edge_addr, 1).await?;
+    let target = Target::new(common).await?;
+    let service = setup::service(&target, None).await?;
+    let edges = setup::edges(&target, 1).await?;
     let edge = edges[0].clone();
     let id = setup::edge_id(&edge)?;
     setup::sink_streams(&edge);

@@ -1,4 +1,5 @@
-//! `tether-bench`: a load generator for a running Tether gateway.
+//! `tether-bench`: a load generator for a running Tether gateway, or for one it starts
+//! (`--gateway-bin`), over TCP, TLS, WebSocket or WebSocket over TLS (`--transport`).
 //!
 //! It starts its own service and edge clients in-process, runs one scenario for a bounded
 //! time and prints one JSON object on stdout (a readable summary and a once-per-second
@@ -10,6 +11,7 @@
 
 mod anchor;
 mod cli;
+mod gateway;
 mod idle;
 mod interference;
 mod measure;

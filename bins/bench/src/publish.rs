@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::cli::{Common, PublishArgs};
+use crate::gateway::Target;
 use crate::measure::{self, Op, Progress};
 use crate::{anchor, setup};
 
@@ -21,8 +22,9 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<Map<String, Value>>
         None
     };
     let topic = setup::unique("tether-bench.topic");
-    let service = setup::service(&common.service_addr, Some(&topic)).await?;
-    let edges = setup::edges(&common.edge_addr, 1).await?;
+    let target = Target::new(common).await?;
+    let service = setup::service(&target, Some(&topic)).await?;
+    let edges = setup::edges(&target, 1).await?;
     let edge = edges[0].clone();
     // The service takes every message and acknowledges it at once.
     let received = Arc::new(AtomicU64::new(0));
@@ -104,6 +106,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<Map<String, Value>>
     receiver.abort();
     edge.close().await;
     service.close().await;
+    drop(target);
     if let Some(nats) = nats {
         let anchor = if args.fire_and_forget {
             anchor::fire_and_forget(&nats, &common.nats_url, &body, common).await?

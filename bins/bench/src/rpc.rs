@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::cli::{Direction, RpcArgs};
+use crate::gateway::Target;
 use crate::measure::{self, Op, Progress};
 use crate::{anchor, setup};
 
@@ -14,8 +15,9 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<Map<String, Value>> {
     } else {
         None
     };
-    let service = setup::service(&common.service_addr, None).await?;
-    let edges = setup::edges(&common.edge_addr, args.connections).await?;
+    let target = Target::new(common).await?;
+    let service = setup::service(&target, None).await?;
+    let edges = setup::edges(&target, args.connections).await?;
     let ids = edges
         .iter()
         .map(setup::edge_id)
@@ -82,6 +84,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<Map<String, Value>> {
         edge.close().await;
     }
     service.close().await;
+    drop(target);
     if let Some(nats) = nats {
         let anchor = anchor::rpc(
             &nats,

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use tether_tokio::{ConnectExt, Edge, Service};
+use tether_tokio::{Edge, Service};
 use tokio::io::AsyncWriteExt;
+
+use crate::gateway::{Listener, Target};
 
 /// How long the first connection may take before the gateway is declared unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,38 +25,43 @@ pub(crate) fn service_name() -> String {
 /// The echo method's name.
 pub(crate) const ECHO: &str = "echo";
 
-/// A service serving `echo` and receiving `topic` (if any), connected to `addr`.
-pub(crate) async fn service(addr: &str, topic: Option<&str>) -> anyhow::Result<Service> {
+/// A service serving `echo` and receiving `topic` (if any), connected to `target`.
+pub(crate) async fn service(target: &Target, topic: Option<&str>) -> anyhow::Result<Service> {
     let mut builder =
         Service::builder(&service_name()).method(ECHO, |req| async move { Ok(req.body) });
     if let Some(topic) = topic {
         builder = builder.topic(topic);
     }
-    let service = builder
-        .connect(addr.to_owned())
+    let service = target
+        .connect(builder, Listener::Service)
         .context("starting the service client")?;
     tokio::time::timeout(CONNECT_TIMEOUT, service.wait_connected())
         .await
-        .map_err(|_| unreachable_gateway(addr, "service", service.last_error()))?
-        .with_context(|| format!("connecting the service to {addr}"))?;
+        .map_err(|_| unreachable_gateway(target, Listener::Service, service.last_error()))?
+        .with_context(|| {
+            format!(
+                "connecting the service to {}",
+                target.url(Listener::Service)
+            )
+        })?;
     Ok(service)
 }
 
-/// `n` edges serving `echo`, connected to `addr`; the gateway assigns their ids.
-pub(crate) async fn edges(addr: &str, n: u64) -> anyhow::Result<Vec<Edge>> {
+/// `n` edges serving `echo`, connected to `target`; the gateway assigns their ids.
+pub(crate) async fn edges(target: &Target, n: u64) -> anyhow::Result<Vec<Edge>> {
     let mut edges = Vec::new();
     for _ in 0..n {
-        let edge = Edge::builder()
-            .method(ECHO, |req| async move { Ok(req.body) })
-            .connect(addr.to_owned())
+        let builder = Edge::builder().method(ECHO, |req| async move { Ok(req.body) });
+        let edge = target
+            .connect(builder, Listener::Edge)
             .context("starting an edge client")?;
         edges.push(edge);
     }
     for edge in &edges {
         tokio::time::timeout(CONNECT_TIMEOUT, edge.wait_connected())
             .await
-            .map_err(|_| unreachable_gateway(addr, "edge", edge.last_error()))?
-            .with_context(|| format!("connecting an edge to {addr}"))?;
+            .map_err(|_| unreachable_gateway(target, Listener::Edge, edge.last_error()))?
+            .with_context(|| format!("connecting an edge to {}", target.url(Listener::Edge)))?;
     }
     Ok(edges)
 }
@@ -65,13 +72,27 @@ pub(crate) fn edge_id(edge: &Edge) -> anyhow::Result<u64> {
         .context("the edge has no id after connecting")
 }
 
-fn unreachable_gateway(addr: &str, role: &str, last: Option<tether_tokio::Error>) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the gateway's {role} listener at {addr} did not answer within {}s (last error: {}); \
-         is tether-gateway running?",
-        CONNECT_TIMEOUT.as_secs(),
-        last.map_or_else(|| "none".to_owned(), |e| e.to_string())
-    )
+fn unreachable_gateway(
+    target: &Target,
+    role: Listener,
+    last: Option<tether_tokio::Error>,
+) -> anyhow::Error {
+    let last = last.map_or_else(|| "none".to_owned(), |e| e.to_string());
+    let (secs, url) = (CONNECT_TIMEOUT.as_secs(), target.url(role));
+    let role = match role {
+        Listener::Service => "service",
+        Listener::Edge => "edge",
+    };
+    match target.log_excerpt() {
+        None => anyhow::anyhow!(
+            "the gateway's {role} listener at {url} did not answer within {secs}s \
+             (last error: {last}); is tether-gateway running?"
+        ),
+        Some(log) => anyhow::anyhow!(
+            "the started gateway's {role} listener at {url} did not answer within {secs}s \
+             (last error: {last}); the gateway's log:\n{log}"
+        ),
+    }
 }
 
 /// Serves every stream services open to `edge`: reads to the end as fast as it can

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::cli::StreamArgs;
+use crate::gateway::Target;
 use crate::measure::{self, Op, Progress};
 use crate::setup;
 
@@ -19,8 +20,9 @@ const CHUNK: usize = 64 * 1024;
 
 pub(crate) async fn run(args: StreamArgs) -> anyhow::Result<Map<String, Value>> {
     let common = &args.common;
-    let service = setup::service(&common.service_addr, None).await?;
-    let edges = setup::edges(&common.edge_addr, 1).await?;
+    let target = Target::new(common).await?;
+    let service = setup::service(&target, None).await?;
+    let edges = setup::edges(&target, 1).await?;
     let edge = edges[0].clone();
     let id = setup::edge_id(&edge)?;
     setup::sink_streams(&edge);

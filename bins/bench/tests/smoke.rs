@@ -33,9 +33,13 @@ fn gateway() -> (String, String, tokio::runtime::Runtime) {
 }
 
 fn bench(args: &[&str], service: &str, edge: &str) -> serde_json::Map<String, Value> {
+    run(args, &["--service-addr", service, "--edge-addr", edge])
+}
+
+fn run(args: &[&str], target: &[&str]) -> serde_json::Map<String, Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
         .args(args)
-        .args(["--service-addr", service, "--edge-addr", edge])
+        .args(target)
         .args(["--duration", "1", "--warmup", "0"])
         .output()
         .expect("run tether-bench");
@@ -68,6 +72,8 @@ fn rpc_and_stream_report_positive_figures() {
     let rpc = bench(&["rpc", "--concurrency", "4"], &service, &edge);
     assert_eq!(rpc["scenario"], "rpc");
     assert_eq!(rpc["concurrency"], 4);
+    assert_eq!(rpc["transport"], "tcp");
+    assert_eq!(rpc["gateway"], "external");
     for field in ["ops_per_sec", "p50_us", "p99_us", "p999_us"] {
         positive(&rpc, field);
     }
@@ -87,4 +93,68 @@ fn rpc_and_stream_report_positive_figures() {
     ] {
         positive(&stream, field);
     }
+}
+
+#[test]
+fn other_transports_need_the_started_gateway() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tether-bench"))
+        .args(["rpc", "--transport", "tls"])
+        .args([
+            "--service-addr",
+            "127.0.0.1:1",
+            "--edge-addr",
+            "127.0.0.1:2",
+        ])
+        .args(["--duration", "1", "--warmup", "0"])
+        .output()
+        .expect("run tether-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "tether-bench accepted it: {stderr}"
+    );
+    assert!(
+        stderr.contains("--transport tls needs the gateway tether-bench starts")
+            && stderr.contains("--gateway-bin"),
+        "{stderr}"
+    );
+}
+
+/// The tether-gateway binary: `TETHER_GATEWAY_BIN`, or the one built next to tether-bench.
+fn gateway_bin() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("TETHER_GATEWAY_BIN") {
+        return Some(path.into());
+    }
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_tether-bench"));
+    let sibling = bench.with_file_name(format!("tether-gateway{}", std::env::consts::EXE_SUFFIX));
+    sibling.exists().then_some(sibling)
+}
+
+#[test]
+fn tls_and_websocket_through_a_started_gateway() {
+    // Cargo builds no binary of a dev-dependency: this needs `cargo build -p tether-gateway`
+    // (same profile) first, or TETHER_GATEWAY_BIN.
+    let Some(bin) = gateway_bin() else {
+        eprintln!(
+            "skipped: no tether-gateway binary next to tether-bench (set TETHER_GATEWAY_BIN)"
+        );
+        return;
+    };
+    let bin = bin.to_str().expect("a UTF-8 path");
+    for transport in ["tls", "ws", "wss"] {
+        let rpc = run(
+            &["rpc", "--concurrency", "4", "--transport", transport],
+            &["--gateway-bin", bin],
+        );
+        assert_eq!(rpc["transport"], transport);
+        assert_eq!(rpc["gateway"], "started");
+        positive(&rpc, "ops_per_sec");
+        assert_eq!(rpc["errors"], 0);
+    }
+    let stream = run(
+        &["stream", "--payload-mib", "8", "--transport", "wss"],
+        &["--gateway-bin", bin],
+    );
+    assert_eq!(stream["transport"], "wss");
+    positive(&stream, "bytes_per_sec");
 }
