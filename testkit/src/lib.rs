@@ -1,8 +1,9 @@
 //! Test support shared by the end-to-end tests of the binaries and examples: starting
 //! processes with their output captured line by line, waiting for log lines, and finding
 //! (or building) the `tether-gateway` binary of the current target directory; and [`pki`],
-//! certificates made at test time.
+//! certificates made at test time; [`net`], loopback peers.
 
+pub mod net;
 pub mod pki;
 
 use std::net::SocketAddr;

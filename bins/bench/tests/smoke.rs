@@ -120,26 +120,11 @@ fn other_transports_need_the_started_gateway() {
     );
 }
 
-/// The tether-gateway binary: `TETHER_GATEWAY_BIN`, or the one built next to tether-bench.
-fn gateway_bin() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("TETHER_GATEWAY_BIN") {
-        return Some(path.into());
-    }
-    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_tether-bench"));
-    let sibling = bench.with_file_name(format!("tether-gateway{}", std::env::consts::EXE_SUFFIX));
-    sibling.exists().then_some(sibling)
-}
-
 #[test]
 fn tls_and_websocket_through_a_started_gateway() {
-    // Cargo builds no binary of a dev-dependency: this needs `cargo build -p tether-gateway`
-    // (same profile) first, or TETHER_GATEWAY_BIN.
-    let Some(bin) = gateway_bin() else {
-        eprintln!(
-            "skipped: no tether-gateway binary next to tether-bench (set TETHER_GATEWAY_BIN)"
-        );
-        return;
-    };
+    // Cargo builds no binary of a dependency for a test: the testkit finds (or builds) the
+    // gateway of this target directory.
+    let bin = tether_testkit::gateway_binary();
     let bin = bin.to_str().expect("a UTF-8 path");
     for transport in ["tls", "ws", "wss"] {
         let rpc = run(

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto_core::ErrorCode;
+use tether_testkit::net::{dead_address, echo_server, pattern};
 use tether_testkit::{Output, gateway_binary, start};
 use tether_tokio::{ConnectExt as _, Edge, Service, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, timeout_at};
 
@@ -365,40 +365,4 @@ async fn open_error(
         Ok(_) => panic!("opening {name} succeeded"),
         Err(e) => e,
     }
-}
-
-/// A TCP echo server that answers each connection's FIN with its own.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = listener.local_addr().expect("echo address");
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut read, mut write) = socket.into_split();
-                if tokio::io::copy(&mut read, &mut write).await.is_ok() {
-                    let _ = write.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A loopback address nothing listens on.
-async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("address")
-}
-
-/// `size` bytes that differ from any shifted copy of themselves.
-fn pattern(size: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use tether_testkit::net::{dead_address, echo_server, pattern};
 use tether_testkit::pki::{Ca, Leaf, TempDir, Validity, yaml_path};
 use tether_testkit::{Output, gateway_binary, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -556,23 +557,6 @@ async fn echo_concurrently(mapping: SocketAddr, data: &[u8], deadline: Instant) 
     back
 }
 
-/// A TCP echo server that answers each connection's FIN with its own.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = listener.local_addr().expect("echo address");
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut read, mut write) = socket.into_split();
-                if tokio::io::copy(&mut read, &mut write).await.is_ok() {
-                    let _ = write.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// An HTTP/1.1 server that answers every request with its method and target as the body.
 async fn http_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind web");
@@ -641,23 +625,4 @@ async fn http_get(ingress: SocketAddr, target: &str, deadline: Instant) -> (Stri
     timeout_at(deadline, exchange)
         .await
         .expect("the HTTP exchange in time")
-}
-
-/// A loopback address nothing listens on.
-async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("address")
-}
-
-/// `size` bytes that differ from any shifted copy of themselves.
-fn pattern(size: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

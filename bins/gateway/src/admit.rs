@@ -38,30 +38,14 @@ pub(crate) async fn admit_service(hub: Arc<Hub>, established: Established) {
         permit,
     } = established;
     let addr = peer.addr;
-    let Some(handshake) = handshake(&hub, transport, addr, PeerRole::Service).await else {
+    let Some(handshake) = greet(&hub, transport, addr, PeerRole::Service).await else {
         return;
     };
     let info = &handshake.hello().info;
-    if info.role != Role::Service {
-        tracing::info!(%addr, "refused: an edge on the service port");
-        hub.metrics
-            .handshake(PeerRole::Service, HandshakeResult::Rejected);
-        return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for services");
-    }
-    if let Err(e) = check_token(
-        &hub.config.auth.service_tokens,
-        &handshake.hello().info.token,
-    ) {
-        tracing::info!(role = "service", %addr, reason = %e, "refused");
-        hub.metrics
-            .handshake(PeerRole::Service, HandshakeResult::Unauthorized);
-        return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
-    }
     if info.name.is_empty() {
-        tracing::info!(%addr, "refused: a service without a name");
-        hub.metrics
-            .handshake(PeerRole::Service, HandshakeResult::Rejected);
-        return handshake.reject(ErrorCode::BAD_REQUEST, "a service needs a name");
+        let (result, code) = (HandshakeResult::Rejected, ErrorCode::BAD_REQUEST);
+        let refusal = Refusal::new(PeerRole::Service, addr, result, code);
+        return refusal.send(&hub, handshake, "a service needs a name");
     }
     let name = info.name.as_str().to_owned();
     let id = hub.service_id();
@@ -105,43 +89,29 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
         permit,
     } = established;
     let addr = peer.addr;
-    let Some(handshake) = handshake(&hub, transport, addr, PeerRole::Edge).await else {
+    let Some(handshake) = greet(&hub, transport, addr, PeerRole::Edge).await else {
         return;
     };
     let info = handshake.hello().info.clone();
-    if info.role != Role::Edge {
-        tracing::info!(%addr, "refused: a service on the edge port");
-        hub.metrics
-            .handshake(PeerRole::Edge, HandshakeResult::Rejected);
-        return handshake.reject(ErrorCode::BAD_REQUEST, "this port is for edges");
-    }
-    if let Err(e) = check_token(&hub.config.auth.edge_tokens, &handshake.hello().info.token) {
-        tracing::info!(role = "edge", %addr, reason = %e, "refused");
-        hub.metrics
-            .handshake(PeerRole::Edge, HandshakeResult::Unauthorized);
-        return handshake.reject(ErrorCode::UNAUTHORIZED, &e.to_string());
-    }
     let certificate = peer.certificate.as_ref();
+    let mismatch = Refusal::new(
+        PeerRole::Edge,
+        addr,
+        HandshakeResult::IdentityMismatch,
+        ErrorCode::UNAUTHORIZED,
+    );
     if let Err(why) = binding.check_metadata(certificate, &info.metadata) {
-        tracing::info!(role = "edge", %addr, reason = %why, "refused: identity");
-        hub.metrics
-            .handshake(PeerRole::Edge, HandshakeResult::IdentityMismatch);
-        return handshake.reject(ErrorCode::UNAUTHORIZED, &why);
+        return mismatch.send(&hub, handshake, &why);
     }
     let id = match decide_edge_id(&hub, info.requested_id, addr, &info.metadata).await {
         Ok(id) => id,
         Err(e) => {
-            tracing::info!(%addr, reason = %e, "edge refused");
-            hub.metrics
-                .handshake(PeerRole::Edge, HandshakeResult::Rejected);
-            return handshake.reject(e.code(), &e.text());
+            let refusal = Refusal::new(PeerRole::Edge, addr, HandshakeResult::Rejected, e.code());
+            return refusal.send(&hub, handshake, &e.text());
         }
     };
     if let Err(why) = binding.check_id(certificate, id) {
-        tracing::info!(role = "edge", id, %addr, reason = %why, "refused: identity");
-        hub.metrics
-            .handshake(PeerRole::Edge, HandshakeResult::IdentityMismatch);
-        return handshake.reject(ErrorCode::UNAUTHORIZED, &why);
+        return mismatch.send(&hub, handshake, &why);
     }
     let Ok(conn) = handshake.accept(HandshakeAccept {
         assigned_id: id,
@@ -195,6 +165,77 @@ pub(crate) async fn admit_edge(hub: Arc<Hub>, established: Established, binding:
     hub.metrics.closed(&why);
     offline(&hub, &session).await;
     tracing::info!(role = "edge", id, %addr, reason = %why, "disconnected");
+}
+
+/// A refusal of a handshake: who, and how it is counted and answered.
+struct Refusal {
+    role: PeerRole,
+    addr: SocketAddr,
+    result: HandshakeResult,
+    code: ErrorCode,
+}
+
+impl Refusal {
+    fn new(role: PeerRole, addr: SocketAddr, result: HandshakeResult, code: ErrorCode) -> Self {
+        Refusal {
+            role,
+            addr,
+            result,
+            code,
+        }
+    }
+
+    /// Logs it, counts it, and sends REFUSE with its code and `reason`.
+    fn send(&self, hub: &Hub, handshake: Handshake, reason: &str) {
+        let (role, addr) = (self.role.as_str(), self.addr);
+        tracing::info!(role, %addr, code = %self.code, reason, "refused");
+        hub.metrics.handshake(self.role, self.result);
+        handshake.reject(self.code, reason);
+    }
+}
+
+/// The first checks of the auth chain, the same on both ports: the protocol handshake,
+/// the role (an edge on the service port, or the reverse), and the role's static token.
+async fn greet(
+    hub: &Hub,
+    transport: tether_tokio::runtime::BoxTransport,
+    addr: SocketAddr,
+    role: PeerRole,
+) -> Option<Handshake> {
+    let handshake = handshake(hub, transport, addr, role).await?;
+    let (expected, tokens, wrong_port) = match role {
+        PeerRole::Service => (
+            Role::Service,
+            &hub.config.auth.service_tokens,
+            "this port is for services",
+        ),
+        PeerRole::Edge => (
+            Role::Edge,
+            &hub.config.auth.edge_tokens,
+            "this port is for edges",
+        ),
+    };
+    let info = &handshake.hello().info;
+    let refusal = if info.role != expected {
+        let code = ErrorCode::BAD_REQUEST;
+        Some((HandshakeResult::Rejected, code, String::from(wrong_port)))
+    } else {
+        let token = check_token(tokens, &info.token);
+        token.err().map(|e| {
+            (
+                HandshakeResult::Unauthorized,
+                ErrorCode::UNAUTHORIZED,
+                e.to_string(),
+            )
+        })
+    };
+    match refusal {
+        None => Some(handshake),
+        Some((result, code, reason)) => {
+            Refusal::new(role, addr, result, code).send(hub, handshake, &reason);
+            None
+        }
+    }
 }
 
 /// Waits for the peer's HELLO (under `protocol.handshake_timeout_ms`); a failure is logged

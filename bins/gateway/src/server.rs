@@ -54,14 +54,14 @@ impl Gateway {
         let deadline = Duration::from_millis(config.admission.transport_handshake_timeout_ms);
         let websocket = Arc::new(config.websocket.clone());
         let service_pipeline = Pipeline {
-            role: "service",
+            role: PeerRole::Service,
             tls: load_tls("service", config.service_tls.as_ref())?,
             websocket: config.websocket.service.then(|| Arc::clone(&websocket)),
             admission: Arc::clone(&admission),
             transport_deadline: deadline,
         };
         let edge_pipeline = Pipeline {
-            role: "edge",
+            role: PeerRole::Edge,
             tls: load_tls("edge", config.edge_tls.as_ref())?,
             websocket: config.websocket.edge.then_some(websocket),
             admission,
@@ -131,11 +131,6 @@ impl Gateway {
         tokio::spawn(tls::watch(reloadable, hangup, stopped.clone()));
         let metrics = Arc::clone(&hub.metrics);
         let refused: OnRefused = Arc::new(move |role, why| {
-            let role = if role == "service" {
-                PeerRole::Service
-            } else {
-                PeerRole::Edge
-            };
             let result = match why {
                 Refusal::Overloaded => HandshakeResult::Overloaded,
                 Refusal::Tls => HandshakeResult::TlsFailed,

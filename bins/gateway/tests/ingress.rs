@@ -24,6 +24,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proto_core::ErrorCode;
 use support::*;
+use tether_testkit::net::echo_server;
 use tether_tokio::{ConnectExt as _, Edge, Error, Service};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -219,22 +220,6 @@ async fn web_server() -> SocketAddr {
                     .serve_connection(TokioIo::new(socket), service)
                     .with_upgrades();
                 let _ = conn.await;
-            });
-        }
-    });
-    addr
-}
-
-/// A TCP echo server that closes its side after the client's FIN.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = socket.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
             });
         }
     });

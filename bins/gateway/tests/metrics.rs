@@ -145,7 +145,7 @@ async fn metrics_count_a_scripted_workload_with_bounded_labels() {
         .connect(gw.service_addr)
         .unwrap();
     assert!(within("refused", wrong.wait_connected()).await.is_err());
-    gw.log_line("refused: an edge on the service port").await;
+    gw.log_line("this port is for services").await;
 
     let answer = control(gw.control_addr, "GET", "/metrics", None).await;
     assert_eq!(answer.status, 200);

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::metrics::PeerRole;
 use admission::{Admission, Overload, Permit};
 use identity::{CertificateNames, PeerInfo};
 use rewind::Rewind;
@@ -33,27 +34,27 @@ use websocket::WebSocketConfig;
 
 /// How one listener turns TCP connections into transports.
 #[derive(Clone, Debug)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// `service` or `edge` (logs and metrics).
-    pub role: &'static str,
+    pub(crate) role: PeerRole,
     /// TLS, if the listener has it.
-    pub tls: Option<Arc<ReloadableTls>>,
+    pub(crate) tls: Option<Arc<ReloadableTls>>,
     /// Whether (and where) WebSocket upgrades are accepted.
-    pub websocket: Option<Arc<WebSocketConfig>>,
+    pub(crate) websocket: Option<Arc<WebSocketConfig>>,
     /// The unauthenticated-connection caps, shared by the listeners.
-    pub admission: Arc<Admission>,
+    pub(crate) admission: Arc<Admission>,
     /// The deadline of TLS and the WebSocket upgrade.
-    pub transport_deadline: Duration,
+    pub(crate) transport_deadline: Duration,
 }
 
 /// A connection whose transport is up: the protocol handshake is next.
-pub struct Established {
+pub(crate) struct Established {
     /// The byte transport the protocol runs on.
-    pub transport: BoxTransport,
+    pub(crate) transport: BoxTransport,
     /// What the transport established about the peer.
-    pub peer: PeerInfo,
+    pub(crate) peer: PeerInfo,
     /// The connection's unauthenticated slot, to drop once the handshake is decided.
-    pub permit: Permit,
+    pub(crate) permit: Permit,
 }
 
 /// Why a connection failed before the protocol handshake.
@@ -101,7 +102,7 @@ impl TransportError {
 }
 
 /// Called for each connection refused before its protocol handshake.
-pub type OnRefused = Arc<dyn Fn(&'static str, Refusal) + Send + Sync>;
+pub(crate) type OnRefused = Arc<dyn Fn(PeerRole, Refusal) + Send + Sync>;
 
 impl Pipeline {
     /// Runs the stages before the protocol handshake, under the transport deadline.
@@ -137,7 +138,8 @@ impl Pipeline {
         })
     }
 
-    /// Tells WebSocket from the bare protocol by the first bytes, and wraps the stream.
+    /// Tells WebSocket from the bare protocol by the first bytes (when the listener takes
+    /// WebSocket), and wraps the stream.
     /// `tls` is `Some` (with the client certificate's names, if any) on a TLS listener.
     async fn frame<S>(
         &self,
@@ -149,53 +151,49 @@ impl Pipeline {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let secure = tls.is_some();
-        let certificate = tls.flatten();
-        let Some(ws) = &self.websocket else {
-            let transport = Box::pin(TokioTransport::with_peer_addr(io, addr));
-            let peer = PeerInfo {
-                addr,
-                transport: if secure { "tls" } else { "tcp" },
-                certificate,
-            };
-            return Ok((transport, peer));
+        let mut peer = PeerInfo {
+            addr,
+            transport: if secure { "tls" } else { "tcp" },
+            certificate: tls.flatten(),
         };
-        // The protocol's preface starts with 0x89; an HTTP upgrade with "GET ".
-        let mut head = Vec::with_capacity(4);
-        while head.len() < 4 && b"GET ".starts_with(&head) {
-            let mut byte = [0u8; 4];
-            let want = 4 - head.len();
-            let n = io
-                .read(&mut byte[..want])
-                .await
-                .map_err(TransportError::Io)?;
-            if n == 0 {
-                return Err(TransportError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            head.extend_from_slice(&byte[..n]);
-        }
-        let io = Rewind::new(head.clone(), io);
-        if head != b"GET " {
-            let transport = Box::pin(TokioTransport::with_peer_addr(io, addr));
-            let peer = PeerInfo {
-                addr,
-                transport: if secure { "tls" } else { "tcp" },
-                certificate,
-            };
-            return Ok((transport, peer));
-        }
+        let head = match &self.websocket {
+            Some(_) => sniff(&mut io).await?,
+            None => Vec::new(),
+        };
+        let upgrade = self.websocket.as_ref().filter(|_| head == b"GET ");
+        let io = Rewind::new(head, io);
+        let Some(ws) = upgrade else {
+            return Ok((Box::pin(TokioTransport::with_peer_addr(io, addr)), peer));
+        };
         let (transport, forwarded) = ws.accept(io, addr).await?;
-        let peer = PeerInfo {
-            addr: forwarded.unwrap_or(addr),
-            transport: if secure { "wss" } else { "ws" },
-            certificate,
-        };
+        peer.addr = forwarded.unwrap_or(addr);
+        peer.transport = if secure { "wss" } else { "ws" };
         Ok((transport, peer))
     }
 }
 
+/// Reads the first bytes, up to 4, until they can no longer be `GET ` (the protocol's
+/// preface starts with 0x89, a WebSocket upgrade with `GET `); they are to be read again.
+async fn sniff<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Result<Vec<u8>, TransportError> {
+    let mut head = Vec::with_capacity(4);
+    while head.len() < 4 && b"GET ".starts_with(&head) {
+        let mut bytes = [0u8; 4];
+        let want = 4 - head.len();
+        let n = io
+            .read(&mut bytes[..want])
+            .await
+            .map_err(TransportError::Io)?;
+        if n == 0 {
+            return Err(TransportError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        head.extend_from_slice(&bytes[..n]);
+    }
+    Ok(head)
+}
+
 /// Accepts on `listener` until `stop` flips; each connection that gets an unauthenticated
 /// slot is established and handed to `admit` in its own task (in `tasks`).
-pub async fn accept_loop<F, Fut>(
+pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     pipeline: Pipeline,
     tasks: &mut JoinSet<()>,
@@ -218,7 +216,7 @@ pub async fn accept_loop<F, Fut>(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: retrying at once would spin.
-                tracing::warn!(listener = pipeline.role, error = %e, "accept failed");
+                tracing::warn!(listener = pipeline.role.as_str(), error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -230,7 +228,7 @@ pub async fn accept_loop<F, Fut>(
                     Overload::Total => "too many connections in their handshakes",
                     Overload::PerIp => "too many connections in their handshakes from this address",
                 };
-                tracing::debug!(listener = pipeline.role, %addr, reason, "refused");
+                tracing::debug!(listener = pipeline.role.as_str(), %addr, reason, "refused");
                 on_refused(pipeline.role, Refusal::Overloaded);
                 continue;
             }
@@ -242,7 +240,7 @@ pub async fn accept_loop<F, Fut>(
             match pipeline.establish(socket, addr, permit).await {
                 Ok(established) => admit(established).await,
                 Err(e) => {
-                    tracing::debug!(listener = pipeline.role, %addr, reason = %e, "refused");
+                    tracing::debug!(listener = pipeline.role.as_str(), %addr, reason = %e, "refused");
                     on_refused(pipeline.role, e.refusal());
                 }
             }
